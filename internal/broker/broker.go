@@ -1,0 +1,140 @@
+// Package broker is cpcancel's NATS side: the connection, the embedded server of dev mode and
+// single-binary installs, and the JetStream streams and consumer it needs (created, or bound to
+// when someone else manages them).
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Topology names the streams, subjects and consumer of SPEC §2–3 and sizes the consumer.
+type Topology struct {
+	RequestStream, RequestSubject       string
+	ResultStream, ResultSubjectPrefix   string
+	DeadLetterStream, DeadLetterSubject string
+	Consumer                            string
+	// AckWait is how long a delivered request may stay unacknowledged before redelivery.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one request.
+	MaxDeliver int
+	// MaxAckPending bounds requests handed out and not yet settled.
+	MaxAckPending int
+}
+
+// Streams returns the configurations of the request, result and dead-letter streams.
+func (t Topology) Streams() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{{
+		Name:        t.RequestStream,
+		Description: "cpcancel: cancel requests, removed once handled",
+		Subjects:    []string{t.RequestSubject},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      7 * 24 * time.Hour,
+		Duplicates:  2 * time.Minute,
+	}, {
+		Name:        t.ResultStream,
+		Description: "cpcancel: result events",
+		Subjects:    []string{t.ResultSubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      7 * 24 * time.Hour,
+		// Results are published with Nats-Msg-Id = event id: a re-publish inside this window is dropped.
+		Duplicates: 10 * time.Minute,
+	}, {
+		Name:        t.DeadLetterStream,
+		Description: "cpcancel: messages that are not cancel requests",
+		Subjects:    []string{t.DeadLetterSubject},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      30 * 24 * time.Hour,
+		Duplicates:  10 * time.Minute,
+	}}
+}
+
+// ConsumerConfig is the durable pull consumer on the request stream.
+func (t Topology) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       t.Consumer,
+		Description:   "cpcancel workers",
+		FilterSubject: t.RequestSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.AckWait,
+		MaxDeliver:    t.MaxDeliver,
+		MaxAckPending: t.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// Provision creates or updates the three streams and the consumer, and returns the consumer.
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+	for _, sc := range t.Streams() {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		}
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, t.RequestStream, t.ConsumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("provision consumer %s on %s: %w", t.Consumer, t.RequestStream, err)
+	}
+	return c, nil
+}
+
+// Bind looks up streams and a consumer managed by someone else, failing with a message that
+// says which one is missing and which variable names it.
+func Bind(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+	for _, s := range []struct{ name, variable string }{
+		{t.RequestStream, "CPCANCEL_REQUEST_STREAM"},
+		{t.ResultStream, "CPCANCEL_RESULT_STREAM"},
+		{t.DeadLetterStream, "CPCANCEL_DEADLETTER_STREAM"},
+	} {
+		if _, err := js.Stream(ctx, s.name); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, fmt.Errorf("stream %q (%s) does not exist: create it or set CPCANCEL_PROVISION=true", s.name, s.variable)
+			}
+			return nil, fmt.Errorf("look up stream %s: %w", s.name, err)
+		}
+	}
+	c, err := js.Consumer(ctx, t.RequestStream, t.Consumer)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("consumer %q (CPCANCEL_CONSUMER) does not exist on stream %q: create it or set CPCANCEL_PROVISION=true", t.Consumer, t.RequestStream)
+		}
+		return nil, fmt.Errorf("look up consumer %s: %w", t.Consumer, err)
+	}
+	return c, nil
+}
+
+// Connect dials NATS and keeps reconnecting for ever, logging connection changes.
+func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: we closed it ourselves
+				log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS error", "subject", subject, "err", err)
+		}),
+	}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS (CPCANCEL_NATS_URL): %w", err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,76 @@
+// Package cli is the command line of the consumer binary: the service itself, -dev mode, and the
+// publish and emulator subcommands.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/cpcancel/cpcancel/internal/config"
+	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/service"
+)
+
+// Run runs the command named by args (without the program name) until ctx is done.
+func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "publish":
+			return runPublish(ctx, args[1:], stdout, stderr)
+		case "emulator":
+			return runEmulator(ctx, args[1:], stderr)
+		}
+	}
+	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dev := fs.Bool("dev", false, "run on an embedded JetStream server and the built-in API emulator, publish one sample request per outcome and print the results")
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() { usage(fs, stdout) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown command %q (want publish or emulator; -h for help)", fs.Arg(0))
+	}
+	if *version {
+		fmt.Fprintf(stdout, "cpcancel %s (revision %s)\n", build.Version, build.Revision)
+		return nil
+	}
+	if *dev {
+		return runDev(ctx, build, stdout, stderr)
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := cfg.Logger(stderr)
+	log.Info("starting cpcancel", "version", build.Version, "revision", build.Revision)
+	return service.New(cfg, build, log).Run(ctx)
+}
+
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprint(w, `cpcancel consumes CloudEvents cancel requests from NATS JetStream, calls the Cloud Partner
+Portal Cancel operation API and publishes one result event per request.
+
+Usage:
+  consumer [-dev] [-version]      run the service, configured by the environment below
+  consumer publish -h             publish a cancel request
+  consumer emulator -h            run the Cloud Partner API emulator on its own
+
+Flags:
+`)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fmt.Fprint(w, "\nEnvironment:\n")
+	config.Usage(w)
+}
+
+// discard is a logger for quiet subcommands.
+var discard = slog.New(slog.DiscardHandler)

@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cpcancel/cpcancel/internal/broker"
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
+	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/config"
+	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/service"
+)
+
+const devToken = "dev-token"
+
+// sample is one request -dev publishes, chosen from the emulator's scenario catalogue.
+type sample struct {
+	offer  string
+	emails []string
+	mode   cenats.Mode
+	want   string
+}
+
+var samples = []sample{
+	{offer: "sync-offer", mode: cenats.Binary, want: "cancelled (200)"},
+	{offer: "contoso-offer", emails: []string{"jondoe@contoso.com"}, mode: cenats.Structured, want: "cancelling (202, migrated offer)"},
+	{offer: "legacy-offer", mode: cenats.Binary, want: "cancelling (202, non-migrated offer: $ in the location)"},
+	{offer: "unknown-offer", mode: cenats.Structured, want: "failed (404)"},
+	{offer: "../etc", mode: cenats.Binary, want: "failed (invalid_request, no API call)"},
+}
+
+// runDev runs the service on an embedded JetStream server (fresh store) and the emulator,
+// publishes the samples and prints every result until ctx is done.
+func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) error {
+	cfg, err := config.Read()
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "cpcancel-dev-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("emulator: %w", err)
+	}
+	emu := emulator.New(emulator.Options{Token: devToken, OperationDuration: time.Minute})
+	emuDone := make(chan error, 1)
+	emuCtx, stopEmu := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { emuDone <- serve(emuCtx, ln, emu) }()
+	defer func() { stopEmu(); <-emuDone }()
+
+	cfg.NATSURL, cfg.DataDir = "", dir
+	cfg.BaseURL = "http://" + ln.Addr().String()
+	cfg.Token, cfg.TokenFile = devToken, ""
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := cfg.Logger(stderr)
+	log.Info("dev mode: Cloud Partner API emulator", "url", cfg.BaseURL, "store", dir)
+
+	svc := service.New(cfg, build, log)
+	svcDone := make(chan error, 1)
+	go func() { svcDone <- svc.Run(ctx) }()
+	select {
+	case <-svc.Ready():
+	case err := <-svcDone:
+		return err
+	}
+	if err := publishSamples(ctx, svc.NATSURL(), cfg, stdout); err != nil {
+		log.Error("dev samples", "err", err)
+	}
+	fmt.Fprintf(stdout, "\ncpcancel is serving: metrics at %s/metrics. Publish more with\n"+
+		"  go run ./cmd/consumer publish -nats %s -publisher contoso -offer my-offer -wait 10s\n"+
+		"Ctrl-C stops.\n\n", svc.HTTPURL(), svc.NATSURL())
+	return <-svcDone
+}
+
+// publishSamples publishes one request per outcome and prints every result as it is stored.
+func publishSamples(ctx context.Context, url string, cfg config.Config, stdout io.Writer) error {
+	nc, err := broker.Connect(url, "cpcancel-dev", discard)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	printed := make(chan struct{}, len(samples))
+	if _, err := watchResults(ctx, js, cfg.ResultSubject, jetstream.DeliverAllPolicy, func(ev *event.Event) {
+		printResult(stdout, ev)
+		printed <- struct{}{}
+	}); err != nil {
+		nc.Close()
+		return err
+	}
+	// The connection lives as long as the service, so results of later requests print too.
+	context.AfterFunc(ctx, nc.Close)
+
+	fmt.Fprintln(stdout, "Publishing sample cancel requests:")
+	for _, s := range samples {
+		ev, err := cancelevent.NewRequest("/cpcancel/dev", uuid.NewString(), cancelevent.RequestData{
+			PublisherID: "contoso", OfferID: s.offer, NotificationEmails: s.emails,
+		}, time.Now())
+		if err != nil {
+			return err
+		}
+		if _, err := publishRequest(ctx, js, cfg.RequestSubject, ev, s.mode); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "  %-10s contoso/%-14s expect %s\n", s.mode, s.offer, s.want)
+	}
+	fmt.Fprintln(stdout, "\nResults:")
+	for range samples {
+		select {
+		case <-printed:
+		case <-time.After(30 * time.Second):
+			return errors.New("sample results did not all arrive within 30s")
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}

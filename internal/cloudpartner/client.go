@@ -1,0 +1,477 @@
+package cloudpartner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// DefaultAPIVersion is the api-version sent when Config.APIVersion is empty.
+const DefaultAPIVersion = "2017-10-31"
+
+// DefaultTimeout bounds one HTTP exchange when Config.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+const (
+	maxBodyBytes     = 64 << 10 // response bytes read, and at most as many more drained
+	maxMessageBytes  = 512
+	maxCodeBytes     = 64
+	maxHeaderBytes   = 256 // correlation ids
+	maxLocationBytes = 2048
+	maxRetryAfter    = time.Hour
+)
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the API root, e.g. https://cloudpartner.azure.com. Plain http:// is accepted
+	// only for a loopback host (127.0.0.0/8, ::1, localhost).
+	BaseURL string
+	// APIVersion is sent as the api-version query parameter; DefaultAPIVersion when empty.
+	APIVersion string
+	// Tokens supplies the bearer token; required.
+	Tokens TokenSource
+	// Timeout bounds each HTTP exchange, from sending the request to reading the body;
+	// DefaultTimeout when zero.
+	Timeout time.Duration
+	// Transport carries the requests; when nil, a clone of http.DefaultTransport tuned for
+	// many concurrent calls to one host.
+	Transport http.RoundTripper
+	// Observer, when set, sees every HTTP exchange, including the retry after a 401.
+	Observer Observer
+}
+
+// Client calls the Cloud Partner Portal Cancel operation API. It is safe for concurrent use.
+type Client struct {
+	base       string // scheme://host[/path], no trailing slash
+	apiVersion string
+	tokens     TokenSource
+	timeout    time.Duration
+	http       *http.Client
+	observer   Observer
+}
+
+// New returns a Client for cfg, or an error naming what is wrong with cfg.
+func New(cfg Config) (*Client, error) {
+	base, err := ParseBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Tokens == nil {
+		return nil, errors.New("cloudpartner: a token source is required")
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("cloudpartner: timeout %s is negative", cfg.Timeout)
+	}
+	c := &Client{
+		base:       base.String(),
+		apiVersion: cfg.APIVersion,
+		tokens:     cfg.Tokens,
+		timeout:    cfg.Timeout,
+		observer:   cfg.Observer,
+	}
+	if c.apiVersion == "" {
+		c.apiVersion = DefaultAPIVersion
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	transport := cfg.Transport
+	if transport == nil {
+		transport = defaultTransport()
+	}
+	c.http = &http.Client{
+		Transport: transport,
+		// A redirect would carry the bearer token to whatever host it names.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+func defaultTransport() *http.Transport {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}
+	}
+	t = t.Clone()
+	t.MaxIdleConns = 64
+	t.MaxIdleConnsPerHost = 64
+	t.IdleConnTimeout = 90 * time.Second
+	t.MaxResponseHeaderBytes = 64 << 10
+	return t
+}
+
+// ParseBaseURL returns raw as an absolute API base URL without a trailing slash. It refuses
+// anything but https, except plain http to a loopback host, and URLs carrying user information,
+// a query or a fragment. Error messages never echo user information.
+func ParseBaseURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, errors.New("base URL is empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the raw URL, which may hold a password
+		}
+		return nil, fmt.Errorf("base URL is not a valid URL: %w", err)
+	}
+	switch {
+	case u.User != nil:
+		return nil, errors.New("base URL must not contain user information")
+	case u.Scheme == "" || u.Opaque != "" || u.Hostname() == "":
+		return nil, fmt.Errorf("base URL %q is not absolute, want e.g. https://cloudpartner.azure.com", raw)
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, fmt.Errorf("base URL %q must not have a query", raw)
+	case u.Fragment != "":
+		return nil, fmt.Errorf("base URL %q must not have a fragment", raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("base URL %q: plain http is allowed only for a loopback host, use https", raw)
+		}
+	default:
+		return nil, fmt.Errorf("base URL %q: scheme must be https", raw)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = strings.TrimRight(u.RawPath, "/")
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ValidID reports whether id is a publisher or offer id that is safe in a URL path: 1 to 64
+// characters of [A-Za-z0-9._-], and neither "." nor "..".
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 64 || id == "." || id == ".." {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '.' || c == '_' || c == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+type cancelBody struct {
+	Metadata cancelMetadata `json:"metadata"`
+}
+
+type cancelMetadata struct {
+	NotificationEmails string `json:"notification-emails,omitempty"`
+}
+
+// Cancel asks the API to cancel the offer's running operation. It returns Accepted for 200 and
+// 202, and an *Error for everything else; Error.Transient alone says whether to retry. After a
+// 401 it asks Tokens for a fresh token and tries exactly once more.
+func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error) {
+	if !ValidID(req.PublisherID) || !ValidID(req.OfferID) {
+		return Accepted{}, &Error{Code: "invalid_request",
+			Message: "publisher and offer ids must be 1-64 characters of [A-Za-z0-9._-], not . or .."}
+	}
+	var emails []string
+	for _, e := range req.NotificationEmails {
+		if e = strings.TrimSpace(e); e != "" {
+			emails = append(emails, e)
+		}
+	}
+	body, err := json.Marshal(cancelBody{Metadata: cancelMetadata{NotificationEmails: strings.Join(emails, ",")}})
+	if err != nil {
+		return Accepted{}, &Error{Code: "invalid_request", Message: "cannot encode request body", Err: err}
+	}
+	endpoint := c.base + "/api/publishers/" + url.PathEscape(req.PublisherID) +
+		"/offers/" + url.PathEscape(req.OfferID) + "/cancel?api-version=" + url.QueryEscape(c.apiVersion)
+
+	token, err := c.token(ctx, false)
+	if err != nil {
+		return Accepted{}, err
+	}
+	acc, err := c.post(ctx, endpoint, body, token, []string{token})
+	var e *Error
+	if !errors.As(err, &e) || e.StatusCode != http.StatusUnauthorized {
+		return acc, err
+	}
+	fresh, err := c.token(ctx, true)
+	if err != nil {
+		return Accepted{}, err
+	}
+	return c.post(ctx, endpoint, body, fresh, []string{token, fresh})
+}
+
+// token returns a usable token from c.tokens, or a transient *Error.
+func (c *Client) token(ctx context.Context, refresh bool) (string, error) {
+	tok, err := c.tokens.Token(ctx, refresh)
+	if err != nil {
+		return "", &Error{Code: "token_error", Transient: true,
+			Message: clean("cannot get a bearer token: "+err.Error(), maxMessageBytes, nil), Err: err}
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return "", &Error{Code: "token_error", Transient: true, Message: "the token source returned an empty token"}
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < 0x21 || tok[i] > 0x7e {
+			return "", &Error{Code: "token_error", Transient: true, Message: "the token contains characters not allowed in a header"}
+		}
+	}
+	return tok, nil
+}
+
+// post performs one HTTP exchange with its own timeout and classifies the outcome. secrets are
+// redacted from every message built from the response.
+func (c *Client) post(ctx context.Context, endpoint string, body []byte, token string, secrets []string) (Accepted, error) {
+	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return Accepted{}, &Error{Code: "invalid_request", Message: "cannot build the request", Err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("User-Agent", "cpcancel")
+
+	start := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.observe("error", time.Since(start))
+		return Accepted{}, c.transportError(ctx, callCtx, err, secrets)
+	}
+	defer drainClose(resp.Body)
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes)) // a short body is still an answer
+	c.observe(strconv.Itoa(resp.StatusCode), time.Since(start))
+
+	correlation := correlationID(resp.Header)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return Accepted{StatusCode: http.StatusOK, CorrelationID: correlation}, nil
+	case http.StatusAccepted:
+		loc := c.location(resp.Header, data)
+		return Accepted{StatusCode: http.StatusAccepted, Location: loc, OperationID: operationID(loc), CorrelationID: correlation}, nil
+	}
+	return Accepted{}, statusError(resp, data, secrets)
+}
+
+func (c *Client) observe(code string, elapsed time.Duration) {
+	if c.observer != nil {
+		c.observer.ObserveAPIRequest(code, elapsed)
+	}
+}
+
+func drainClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxBodyBytes))
+	_ = body.Close()
+}
+
+// transportError classifies a failure to get any response; all of them are transient.
+func (c *Client) transportError(parent, callCtx context.Context, err error, secrets []string) *Error {
+	switch {
+	case errors.Is(parent.Err(), context.Canceled):
+		return &Error{Code: "canceled", Transient: true, Message: "the call was canceled by the caller", Err: parent.Err()}
+	case parent.Err() != nil:
+		return &Error{Code: "timeout", Transient: true, Message: "the caller's deadline expired before a response", Err: parent.Err()}
+	case errors.Is(callCtx.Err(), context.DeadlineExceeded) || isTimeout(err):
+		return &Error{Code: "timeout", Transient: true, Message: fmt.Sprintf("no response within %s", c.timeout), Err: err}
+	}
+	return &Error{Code: "transport_error", Transient: true, Message: clean(err.Error(), maxMessageBytes, secrets), Err: err}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// statusError builds the *Error for any status other than 200 and 202.
+func statusError(resp *http.Response, body []byte, secrets []string) *Error {
+	status := resp.StatusCode
+	code, msg := parseErrorBody(body)
+	switch {
+	case status >= 200 && status < 300:
+		code, msg = "unexpected_status", "unexpected success status "+resp.Status
+	case status >= 300 && status < 400:
+		code, msg = fmt.Sprintf("http_%d", status), "redirect not followed"
+		if loc := resp.Header.Get("Location"); loc != "" {
+			msg += " (Location: " + loc + ")"
+		}
+	case code == "" && status == http.StatusUnauthorized:
+		code = "unauthorized"
+	case code == "":
+		code = fmt.Sprintf("http_%d", status)
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	if msg == "" {
+		msg = fmt.Sprintf("HTTP status %d", status)
+	}
+	return &Error{
+		StatusCode:    status,
+		Code:          clean(code, maxCodeBytes, secrets),
+		Message:       clean(msg, maxMessageBytes, secrets),
+		CorrelationID: correlationID(resp.Header),
+		RetryAfter:    parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		Transient:     transientStatus(status),
+	}
+}
+
+func transientStatus(status int) bool {
+	switch status {
+	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooEarly, http.StatusTooManyRequests:
+		return true
+	}
+	return status >= 500 && status <= 599
+}
+
+// parseErrorBody returns the API's error code and message, or, for a body that is not the
+// documented error JSON, no code and the body itself as the message.
+func parseErrorBody(body []byte) (code, message string) {
+	var doc struct {
+		Error   json.RawMessage `json:"error"`
+		Code    string          `json:"code"`
+		Message string          `json:"message"`
+	}
+	if json.Unmarshal(body, &doc) == nil {
+		var inner struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}
+		var text string
+		switch {
+		case json.Unmarshal(doc.Error, &inner) == nil && (inner.Code != "" || inner.Message != ""):
+			return inner.Code, inner.Message
+		case json.Unmarshal(doc.Error, &text) == nil && text != "":
+			return "", text
+		case doc.Code != "" || doc.Message != "":
+			return doc.Code, doc.Message
+		}
+	}
+	return "", string(body)
+}
+
+// parseRetryAfter reads Retry-After as delay-seconds or an HTTP-date, clamped to [0, 1h].
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case strings.HasPrefix(v, "-"):
+			return 0
+		case err != nil || n > int64(maxRetryAfter/time.Second):
+			return maxRetryAfter
+		}
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+func correlationID(h http.Header) string {
+	id := h.Get("X-Ms-Correlation-Request-Id")
+	if id == "" {
+		id = h.Get("X-Ms-Request-Id")
+	}
+	return clean(id, maxHeaderBytes, nil)
+}
+
+// location returns the absolute operation URL from the Location header, the Operation-Location
+// header or the body, in that order, or "" when none holds a usable one.
+func (c *Client) location(h http.Header, body []byte) string {
+	candidates := []string{h.Get("Location"), h.Get("Operation-Location")}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) == nil {
+		for _, key := range []string{"location", "Location", "operationLocation", "operation-location", "Operation-Location"} {
+			var s string
+			if json.Unmarshal(fields[key], &s) == nil {
+				candidates = append(candidates, s)
+			}
+		}
+	}
+	for _, raw := range candidates {
+		if loc, ok := c.resolve(raw); ok {
+			return loc
+		}
+	}
+	return ""
+}
+
+// resolve makes a location absolute by plain concatenation with the base URL, so that the
+// path stays byte for byte what the API sent (`$` is not re-escaped).
+func (c *Client) resolve(raw string) (string, bool) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" || len(raw) > maxLocationBytes {
+		return "", false
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] <= 0x20 || raw[i] == 0x7f {
+			return "", false
+		}
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "", false
+	case (u.Scheme == "https" || u.Scheme == "http") && u.Host != "":
+		return raw, true
+	case u.Scheme == "" && u.Host == "" && strings.HasPrefix(raw, "/"):
+		return c.base + raw, true
+	}
+	return "", false
+}
+
+// operationID returns the path segment after the last "/operations/" in loc, if any.
+func operationID(loc string) string {
+	path, _, _ := strings.Cut(loc, "?")
+	path, _, _ = strings.Cut(path, "#")
+	i := strings.LastIndex(path, "/operations/")
+	if i < 0 {
+		return ""
+	}
+	id, _, _ := strings.Cut(path[i+len("/operations/"):], "/")
+	return id
+}
+
+// clean redacts secrets, flattens control characters and whitespace, and cuts s to at most limit
+// bytes on a UTF-8 boundary. Redaction comes first so that a cut cannot leave part of a secret.
+func clean(s string, limit int, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }), " ")
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}

@@ -1,0 +1,178 @@
+// Package config reads cpcancel's configuration from CPCANCEL_* environment variables and checks
+// it once at start, so that a bad value stops the service with a message naming the variable.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+)
+
+// Prefix is the prefix of every environment variable cpcancel reads.
+const Prefix = "CPCANCEL"
+
+// Config is the whole configuration of the service. Field tags are the contract of SPEC §5.
+type Config struct {
+	NATSURL         string        `envconfig:"NATS_URL" desc:"NATS server URL(s), comma-separated (NATS_URL is read too); empty starts an embedded JetStream server"`
+	EmbeddedListen  string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port the embedded NATS server listens on when NATS_URL is empty"`
+	DataDir         string        `envconfig:"DATA_DIR" default:"cpcancel-data" desc:"directory of the embedded server's JetStream file store"`
+	Provision       bool          `envconfig:"PROVISION" default:"true" desc:"create or update the streams and the consumer at start; false binds to existing ones (e.g. managed by NACK)"`
+	RequestSubject  string        `envconfig:"REQUEST_SUBJECT" default:"cloudpartner.cancel.requests" desc:"subject cancel requests are published on"`
+	RequestStream   string        `envconfig:"REQUEST_STREAM" default:"CPCANCEL_REQUESTS" desc:"stream holding cancel requests"`
+	Consumer        string        `envconfig:"CONSUMER" default:"cpcancel" desc:"durable pull consumer on the request stream"`
+	ResultSubject   string        `envconfig:"RESULT_SUBJECT_PREFIX" default:"cloudpartner.cancel.results" desc:"results go to <prefix>.cancelled|cancelling|failed"`
+	ResultStream    string        `envconfig:"RESULT_STREAM" default:"CPCANCEL_RESULTS" desc:"stream holding result events (<prefix>.>)"`
+	DeadLetter      string        `envconfig:"DEADLETTER_SUBJECT" default:"cloudpartner.cancel.deadletter" desc:"subject for messages that are not cancel requests"`
+	DeadLetterStrm  string        `envconfig:"DEADLETTER_STREAM" default:"CPCANCEL_DEADLETTER" desc:"stream holding dead letters"`
+	BaseURL         string        `envconfig:"CLOUDPARTNER_BASE_URL" default:"https://cloudpartner.azure.com" desc:"Cloud Partner Portal API base URL; http:// only for a loopback host"`
+	APIVersion      string        `envconfig:"CLOUDPARTNER_API_VERSION" default:"2017-10-31" desc:"api-version query parameter"`
+	Token           string        `envconfig:"CLOUDPARTNER_TOKEN" desc:"bearer token for the API (never logged)"`
+	TokenFile       string        `envconfig:"CLOUDPARTNER_TOKEN_FILE" desc:"file holding the bearer token, re-read when it changes (e.g. a mounted secret)"`
+	HTTPTimeout     time.Duration `envconfig:"HTTP_TIMEOUT" default:"30s" desc:"timeout of one API call"`
+	MaxAttempts     int           `envconfig:"MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
+	Concurrency     int           `envconfig:"CONCURRENCY" default:"32" desc:"requests processed at once"`
+	MaxRequestBytes int           `envconfig:"MAX_REQUEST_BYTES" default:"65536" desc:"largest request message accepted; larger ones are dead-lettered"`
+	ResultMode      string        `envconfig:"RESULT_MODE" default:"binary" desc:"CloudEvents content mode of results: binary or structured"`
+	Source          string        `envconfig:"SOURCE" default:"/cpcancel" desc:"CloudEvents source of result events"`
+	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address of /metrics, /healthz and /readyz"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"grace period for in-flight requests on SIGTERM"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat       string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+}
+
+// Load reads the environment and validates the result. Every error names the variable at fault.
+func Load() (Config, error) {
+	c, err := Read()
+	if err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Read reads the environment without validating, for callers that adjust the result first.
+func Read() (Config, error) {
+	var c Config
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		var perr *envconfig.ParseError
+		if errors.As(err, &perr) {
+			return c, fmt.Errorf("%s: invalid value %q: want a %s", perr.KeyName, perr.Value, perr.TypeName)
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+// Validate reports every invalid setting at once, each naming its variable.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
+	}
+	if c.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(c.EmbeddedListen); err != nil {
+			bad("EMBEDDED_LISTEN", "want host:port: %v", err)
+		}
+		if c.DataDir == "" {
+			bad("DATA_DIR", "must not be empty when NATS_URL is empty")
+		}
+	}
+	if _, err := cloudpartner.ParseBaseURL(c.BaseURL); err != nil {
+		bad("CLOUDPARTNER_BASE_URL", "%v", err)
+	}
+	if c.APIVersion == "" {
+		bad("CLOUDPARTNER_API_VERSION", "must not be empty")
+	}
+	switch {
+	case c.Token != "" && c.TokenFile != "":
+		bad("CLOUDPARTNER_TOKEN", "set either it or CPCANCEL_CLOUDPARTNER_TOKEN_FILE, not both")
+	case c.Token == "" && c.TokenFile == "":
+		bad("CLOUDPARTNER_TOKEN", "set it or CPCANCEL_CLOUDPARTNER_TOKEN_FILE (or run with -dev)")
+	case strings.ContainsAny(c.Token, " \t\r\n"):
+		bad("CLOUDPARTNER_TOKEN", "must not contain white space")
+	}
+	positive := map[string]int{"MAX_ATTEMPTS": c.MaxAttempts, "CONCURRENCY": c.Concurrency, "MAX_REQUEST_BYTES": c.MaxRequestBytes}
+	for _, name := range []string{"MAX_ATTEMPTS", "CONCURRENCY", "MAX_REQUEST_BYTES"} {
+		if positive[name] < 1 {
+			bad(name, "must be at least 1, got %d", positive[name])
+		}
+	}
+	if c.Concurrency > 4096 {
+		bad("CONCURRENCY", "must be at most 4096, got %d", c.Concurrency)
+	}
+	if c.MaxAttempts > 100 {
+		bad("MAX_ATTEMPTS", "must be at most 100, got %d", c.MaxAttempts)
+	}
+	if c.HTTPTimeout <= 0 {
+		bad("HTTP_TIMEOUT", "must be positive, got %s", c.HTTPTimeout)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	if c.ResultMode != "binary" && c.ResultMode != "structured" {
+		bad("RESULT_MODE", "want binary or structured, got %q", c.ResultMode)
+	}
+	if c.Source == "" {
+		bad("SOURCE", "must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("HTTP_ADDR", "want [host]:port: %v", err)
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("LOG_FORMAT", "want text or json, got %q", c.LogFormat)
+	}
+	names := map[string]string{
+		"REQUEST_SUBJECT": c.RequestSubject, "RESULT_SUBJECT_PREFIX": c.ResultSubject, "DEADLETTER_SUBJECT": c.DeadLetter,
+		"REQUEST_STREAM": c.RequestStream, "RESULT_STREAM": c.ResultStream, "DEADLETTER_STREAM": c.DeadLetterStrm, "CONSUMER": c.Consumer,
+	}
+	for _, name := range []string{"REQUEST_SUBJECT", "RESULT_SUBJECT_PREFIX", "DEADLETTER_SUBJECT"} {
+		if !validSubject(names[name]) {
+			bad(name, "not a literal NATS subject: %q", names[name])
+		}
+	}
+	for _, name := range []string{"REQUEST_STREAM", "RESULT_STREAM", "DEADLETTER_STREAM", "CONSUMER"} {
+		if !validName(names[name]) {
+			bad(name, "not a valid JetStream name: %q", names[name])
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validSubject accepts literal subjects: dot-separated non-empty tokens without wildcards or spaces.
+func validSubject(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return false
+		}
+	}
+	return true
+}
+
+// validName accepts stream and consumer names JetStream allows.
+func validName(s string) bool {
+	return s != "" && len(s) <= 255 && !strings.ContainsAny(s, ".*> \t\r\n/\\")
+}
+
+// Usage writes every variable with its default and description, for `consumer -h`.
+func Usage(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
+	const format = "VARIABLE\tDEFAULT\tDESCRIPTION\n" +
+		`{{range .}}{{usage_key .}}{{"\t"}}{{usage_default .}}{{"\t"}}{{usage_description .}}{{"\n"}}{{end}}`
+	if err := envconfig.Usagef(Prefix, &Config{}, tw, format); err != nil {
+		return err
+	}
+	return tw.Flush()
+}

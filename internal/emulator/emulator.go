@@ -1,0 +1,446 @@
+package emulator
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// APIVersion is the only api-version the emulator accepts.
+const APIVersion = "2017-10-31"
+
+const (
+	defaultOperationDuration = 30 * time.Second
+	maxRecords               = 100000   // calls and operations kept in memory
+	maxBodyBytes             = 64 << 10 // request bodies, API and admin alike
+)
+
+// Options configures an Emulator. The zero value is usable.
+type Options struct {
+	// Token is the bearer token required; empty means any non-empty bearer token is accepted.
+	Token string
+	// Latency is added to every API answer (not to admin endpoints).
+	Latency time.Duration
+	// OperationDuration is how long an operation started by a 202 reads "running" before it reads
+	// "canceled" (or "failed"); zero or negative means 30s.
+	OperationDuration time.Duration
+	// Logger receives one debug record per answer; nil discards.
+	Logger *slog.Logger
+}
+
+// Emulator is an in-memory Cloud Partner Portal cancel API. It is an http.Handler, safe for
+// concurrent use; see the package documentation for the scenarios it plays.
+type Emulator struct {
+	token      string
+	latency    time.Duration
+	opDuration time.Duration
+	log        *slog.Logger
+	maxCalls   int
+	maxOps     int
+
+	mu      sync.Mutex // guards the fields below
+	faults  []Fault
+	rates   Rates
+	calls   []Call
+	counts  map[offerKey]int
+	ops     map[string]*operation
+	opOrder []*operation // creation order, to bound memory
+	current map[offerKey]*operation
+}
+
+// Fault is one injected misbehaviour applied to the next cancel request. In JSON, delay is either
+// nanoseconds or a Go duration string such as "1.5s".
+type Fault struct {
+	// Status, when non-zero, is answered with the documented error body.
+	Status int `json:"status,omitempty"`
+	// RetryAfter is the Retry-After header value sent with Status.
+	RetryAfter string `json:"retryAfter,omitempty"`
+	// Delay is extra latency before answering (or dropping).
+	Delay time.Duration `json:"delay,omitempty"`
+	// Drop hijacks and closes the connection without answering.
+	Drop bool `json:"drop,omitempty"`
+}
+
+// Rates are the probabilities, each in [0,1], of random faults applied to cancel requests when
+// the fault queue is empty.
+type Rates struct {
+	// ServerError answers 503 ServiceUnavailable.
+	ServerError float64 `json:"serverError"`
+	// Throttle answers 429 TooManyRequests with Retry-After: 1.
+	Throttle float64 `json:"throttle"`
+	// Drop closes the connection without answering.
+	Drop float64 `json:"drop"`
+}
+
+// Call records one cancel request the emulator received.
+type Call struct {
+	PublisherID string `json:"publisherId"`
+	OfferID     string `json:"offerId"`
+	// NotificationEmails is metadata "notification-emails" as sent, when the body was valid.
+	NotificationEmails string `json:"notificationEmails"`
+	// Status is the HTTP status answered, 0 when none was (dropped, or the client went away).
+	Status int       `json:"status"`
+	At     time.Time `json:"at"`
+}
+
+type offerKey struct{ publisher, offer string }
+
+// New returns an Emulator configured by opts.
+func New(opts Options) *Emulator {
+	e := &Emulator{
+		token:      opts.Token,
+		latency:    opts.Latency,
+		opDuration: opts.OperationDuration,
+		log:        opts.Logger,
+		maxCalls:   maxRecords,
+		maxOps:     maxRecords,
+	}
+	if e.opDuration <= 0 {
+		e.opDuration = defaultOperationDuration
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.Reset()
+	return e
+}
+
+// Inject queues faults; each cancel request consumes the first queued fault, before Rates apply.
+// Faults are used as given.
+func (e *Emulator) Inject(faults ...Fault) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.faults = append(e.faults, faults...)
+}
+
+// SetRates sets the random fault rates, each clamped to [0,1]; the zero Rates disables them.
+func (e *Emulator) SetRates(r Rates) {
+	clamp := func(p float64) float64 {
+		if !(p > 0) { // also NaN
+			return 0
+		}
+		return min(p, 1)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rates = Rates{ServerError: clamp(r.ServerError), Throttle: clamp(r.Throttle), Drop: clamp(r.Drop)}
+}
+
+// Calls returns a copy of the recorded cancel requests in arrival order (at most the last 100000).
+func (e *Emulator) Calls() []Call {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Call{}, e.calls...)
+}
+
+// CancelCount reports how many cancel requests hit this offer since the last Reset, including
+// faulted and rejected ones.
+func (e *Emulator) CancelCount(publisherID, offerID string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.counts[offerKey{publisherID, offerID}]
+}
+
+// Reset forgets calls, queued faults, rates and operations.
+func (e *Emulator) Reset() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.faults = nil
+	e.rates = Rates{}
+	e.calls = nil
+	e.counts = map[offerKey]int{}
+	e.ops = map[string]*operation{}
+	e.opOrder = nil
+	e.current = map[offerKey]*operation{}
+}
+
+// ServeHTTP serves the API and admin endpoints described in the package documentation.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	seg, ok := segments(r.URL.EscapedPath())
+	switch {
+	case !ok:
+		e.respond(w, r, notFound())
+	case len(seg) == 6 && seg[0] == "api" && seg[1] == "publishers" && seg[3] == "offers" && seg[5] == "cancel":
+		if allowed(r, http.MethodPost) {
+			e.cancel(w, r, seg[2], seg[4])
+		} else {
+			e.respond(w, r, methodNotAllowed(http.MethodPost))
+		}
+	case len(seg) == 7 && seg[0] == "api" && seg[1] == "publishers" && seg[3] == "offers" && seg[5] == "operations":
+		e.getOperation(w, r, &offerKey{seg[2], seg[4]}, seg[6])
+	case len(seg) == 3 && seg[0] == "api" && seg[1] == "operations":
+		e.getOperation(w, r, nil, seg[2])
+	case len(seg) == 2 && seg[0] == "_emulator":
+		e.respond(w, r, e.admin(w, r, seg[1]))
+	default:
+		e.respond(w, r, notFound())
+	}
+}
+
+// segments splits an escaped path into unescaped segments; ok is false when one is empty or
+// badly escaped, which no route accepts.
+func segments(escapedPath string) (seg []string, ok bool) {
+	seg = strings.Split(strings.TrimPrefix(escapedPath, "/"), "/")
+	for i, s := range seg {
+		u, err := url.PathUnescape(s)
+		if err != nil || u == "" {
+			return nil, false
+		}
+		seg[i] = u
+	}
+	return seg, true
+}
+
+func allowed(r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Emulator) admin(w http.ResponseWriter, r *http.Request, name string) reply {
+	switch name {
+	case "faults":
+		if !allowed(r, http.MethodPost) {
+			return methodNotAllowed(http.MethodPost)
+		}
+		var faults []Fault
+		if err := decodeAdmin(w, r, &faults); err != nil {
+			return badRequest(err.Error())
+		}
+		for i, f := range faults {
+			if err := f.validate(); err != nil {
+				return badRequest(fmt.Sprintf("fault %d: %v", i, err))
+			}
+		}
+		e.Inject(faults...)
+		return reply{status: http.StatusNoContent}
+	case "rates":
+		switch r.Method {
+		case http.MethodGet:
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return reply{status: http.StatusOK, body: e.rates}
+		case http.MethodPut:
+			var rates Rates
+			if err := decodeAdmin(w, r, &rates); err != nil {
+				return badRequest(err.Error())
+			}
+			for _, p := range []float64{rates.ServerError, rates.Throttle, rates.Drop} {
+				if !(p >= 0 && p <= 1) {
+					return badRequest("rates must be between 0 and 1")
+				}
+			}
+			e.SetRates(rates)
+			return reply{status: http.StatusNoContent}
+		}
+		return methodNotAllowed(http.MethodGet, http.MethodPut)
+	case "calls":
+		if !allowed(r, http.MethodGet) {
+			return methodNotAllowed(http.MethodGet)
+		}
+		return reply{status: http.StatusOK, body: e.Calls()}
+	case "reset":
+		if !allowed(r, http.MethodPost) {
+			return methodNotAllowed(http.MethodPost)
+		}
+		e.Reset()
+		return reply{status: http.StatusNoContent}
+	}
+	return notFound()
+}
+
+// decodeAdmin decodes one JSON value from a bounded body, refusing unknown fields so that a
+// misspelt fault is not silently ignored.
+func decodeAdmin(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	if dec.More() {
+		return errors.New("invalid JSON: trailing data")
+	}
+	return nil
+}
+
+// UnmarshalJSON accepts delay as nanoseconds or as a Go duration string, and refuses unknown
+// fields.
+func (f *Fault) UnmarshalJSON(b []byte) error {
+	type plain Fault // without this method
+	var aux struct {
+		plain
+		Delay json.RawMessage `json:"delay"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&aux); err != nil {
+		return err
+	}
+	*f = Fault(aux.plain)
+	f.Delay = 0
+	switch raw := bytes.TrimSpace(aux.Delay); {
+	case len(raw) == 0 || string(raw) == "null":
+	case raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return err
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("fault delay: %w", err)
+		}
+		f.Delay = d
+	default:
+		var ns int64
+		if err := json.Unmarshal(raw, &ns); err != nil {
+			return fmt.Errorf("fault delay: want nanoseconds or a duration string: %w", err)
+		}
+		f.Delay = time.Duration(ns)
+	}
+	return nil
+}
+
+func (f Fault) validate() error {
+	if f.Status != 0 && (f.Status < 400 || f.Status > 599) {
+		return fmt.Errorf("status %d: want 400-599", f.Status)
+	}
+	if f.Delay < 0 {
+		return errors.New("delay must not be negative")
+	}
+	return nil
+}
+
+// nextFault pops the first queued fault or draws one from the rates.
+func (e *Emulator) nextFault() (Fault, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.faults) > 0 {
+		f := e.faults[0]
+		e.faults = e.faults[1:]
+		return f, true
+	}
+	p := mathrand.Float64()
+	switch {
+	case p < e.rates.Drop:
+		return Fault{Drop: true}, true
+	case p < e.rates.Drop+e.rates.Throttle:
+		return Fault{Status: http.StatusTooManyRequests, RetryAfter: "1"}, true
+	case p < e.rates.Drop+e.rates.Throttle+e.rates.ServerError:
+		return Fault{Status: http.StatusServiceUnavailable}, true
+	}
+	return Fault{}, false
+}
+
+func (e *Emulator) record(c Call) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.calls) >= e.maxCalls {
+		e.calls = e.calls[len(e.calls)-e.maxCalls+1:]
+	}
+	e.calls = append(e.calls, c)
+	e.counts[offerKey{c.PublisherID, c.OfferID}]++
+}
+
+// reply is one answer, decided before it is written so that the call is recorded first.
+type reply struct {
+	status int
+	header http.Header // extra headers
+	body   any         // JSON; nil means no body
+	drop   bool
+	delay  time.Duration
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func errorReply(status int, code, message string) reply {
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, message
+	return reply{status: status, body: b}
+}
+
+func badRequest(message string) reply {
+	return errorReply(http.StatusBadRequest, "BadRequest", message)
+}
+
+func notFound() reply {
+	return errorReply(http.StatusNotFound, "NotFound", "No such resource.")
+}
+
+func methodNotAllowed(methods ...string) reply {
+	rep := errorReply(http.StatusMethodNotAllowed, "MethodNotAllowed", "Method not allowed; use "+strings.Join(methods, ", ")+".")
+	rep.header = http.Header{"Allow": {strings.Join(methods, ", ")}}
+	return rep
+}
+
+// respond writes rep, or hijacks and closes the connection when rep.drop.
+func (e *Emulator) respond(w http.ResponseWriter, r *http.Request, rep reply) {
+	if rep.drop {
+		e.log.Debug("emulator dropped connection", "method", r.Method, "path", r.URL.Path)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			panic(http.ErrAbortHandler) // HTTP/2 or a recorder: abort the response instead
+		}
+		conn.Close()
+		return
+	}
+	correlationID := newUUID()
+	h := w.Header()
+	for k, v := range rep.header {
+		h[k] = v
+	}
+	h.Set("X-Ms-Correlation-Request-Id", correlationID)
+	e.log.Debug("emulator answered", "method", r.Method, "path", r.URL.Path, "status", rep.status, "correlationId", correlationID)
+	if rep.body == nil {
+		w.WriteHeader(rep.status)
+		return
+	}
+	b, err := json.Marshal(rep.body)
+	if err != nil { // only our own types are marshalled; this is a bug
+		panic(fmt.Sprintf("emulator: marshal reply: %v", err))
+	}
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(rep.status)
+	w.Write(append(b, '\n'))
+}
+
+// sleep waits d, reporting false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

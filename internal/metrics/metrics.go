@@ -1,0 +1,119 @@
+// Package metrics defines every Prometheus metric cpcancel exports (SPEC §6). Metrics live on a
+// registry passed in, so tests read them from a fresh one; ids are never label values.
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "cpcancel"
+
+// Build identifies the running binary in cpcancel_build_info.
+type Build struct {
+	Version, Revision string
+}
+
+// Metrics records what the service does. All methods are safe for concurrent use.
+type Metrics struct {
+	apiRequests  *prometheus.CounterVec
+	apiDuration  *prometheus.HistogramVec
+	results      *prometheus.CounterVec
+	deadLetters  prometheus.Counter
+	retries      prometheus.Counter
+	redeliveries prometheus.Counter
+	inFlight     prometheus.Gauge
+	processing   prometheus.Histogram
+}
+
+// New creates the metrics and registers them, with the build info and the Go and process
+// collectors, on reg. outcomes are pre-set to zero so dashboards show them from the start.
+func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
+	m := &Metrics{
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "api_requests_total",
+			Help: "Cloud Partner API responses by HTTP status code (code=\"error\" when no response was received).",
+		}, []string{"code"}),
+		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "api_request_duration_seconds",
+			Help:    "Duration of Cloud Partner API calls by HTTP status code.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"code"}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "results_total",
+			Help: "Result events stored in the result stream, by outcome.",
+		}, []string{"outcome"}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dead_letters_total",
+			Help: "Messages moved to the dead-letter subject because they are not cancel requests.",
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "retries_total",
+			Help: "Requests handed back to JetStream for a delayed retry after a transient failure.",
+		}),
+		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "redeliveries_total",
+			Help: "Request messages received more than once.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "in_flight_requests",
+			Help: "Requests being processed now.",
+		}),
+		processing: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "processing_duration_seconds",
+			Help:    "Time from receiving a request message to settling it (ack, nak or term).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}),
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; labels identify the running build.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	for _, o := range outcomes {
+		m.results.WithLabelValues(o)
+	}
+	reg.MustRegister(m.apiRequests, m.apiDuration, m.results, m.deadLetters, m.retries, m.redeliveries,
+		m.inFlight, m.processing, buildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveAPIRequest counts one API exchange; code is the HTTP status or "error".
+func (m *Metrics) ObserveAPIRequest(code string, elapsed time.Duration) {
+	m.apiRequests.WithLabelValues(code).Inc()
+	m.apiDuration.WithLabelValues(code).Observe(elapsed.Seconds())
+}
+
+// ResultStored counts a result event whose publish was acknowledged by JetStream.
+func (m *Metrics) ResultStored(outcome string) { m.results.WithLabelValues(outcome).Inc() }
+
+// DeadLettered counts a message moved to the dead-letter subject.
+func (m *Metrics) DeadLettered() { m.deadLetters.Inc() }
+
+// Retried counts a request handed back for a delayed retry.
+func (m *Metrics) Retried() { m.retries.Inc() }
+
+// Received notes a request message being taken up; it returns a func to call once it is settled.
+func (m *Metrics) Received(numDelivered uint64) (done func()) {
+	if numDelivered > 1 {
+		m.redeliveries.Inc()
+	}
+	m.inFlight.Inc()
+	start := time.Now()
+	return func() {
+		m.inFlight.Dec()
+		m.processing.Observe(time.Since(start).Seconds())
+	}
+}
+
+// Handler serves the metrics gathered from g in the Prometheus exposition format.
+func Handler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}

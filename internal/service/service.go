@@ -1,0 +1,219 @@
+// Package service wires cpcancel together and runs it: NATS (embedded or remote), the streams
+// and consumer, the API client, the handler, the worker pool and the operations HTTP server, with
+// one shutdown order.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cpcancel/cpcancel/internal/broker"
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
+	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/config"
+	"github.com/cpcancel/cpcancel/internal/handler"
+	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/worker"
+)
+
+// publishTimeout bounds one result publish; it is part of AckWait's budget.
+const publishTimeout = 10 * time.Second
+
+// Service is one cpcancel instance. Create it with New and call Run once.
+type Service struct {
+	cfg      config.Config
+	build    metrics.Build
+	log      *slog.Logger
+	registry *prometheus.Registry
+
+	ready   chan struct{}
+	natsURL string // set before ready is closed
+	httpURL string // set before ready is closed
+}
+
+// New returns a Service for a validated configuration.
+func New(cfg config.Config, build metrics.Build, log *slog.Logger) *Service {
+	return &Service{cfg: cfg, build: build, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
+}
+
+// Ready is closed once the service is consuming requests.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// NATSURL is the URL of the NATS server in use; valid once Ready is closed.
+func (s *Service) NATSURL() string { return s.natsURL }
+
+// HTTPURL is the base URL of the operations server (/metrics, /healthz, /readyz); valid once Ready is closed.
+func (s *Service) HTTPURL() string { return s.httpURL }
+
+// Registry is the registry holding the service's metrics.
+func (s *Service) Registry() *prometheus.Registry { return s.registry }
+
+// Topology derives the streams and consumer from the configuration. AckWait covers the longest
+// legitimate processing of one delivery (an API call, its one retry after a 401, and the result
+// publish) plus a margin, so JetStream never redelivers work still in progress. MaxDeliver leaves
+// room above MaxAttempts for deliveries lost to publish failures or shutdowns, so the handler, not
+// the broker, decides when a request has failed.
+func Topology(cfg config.Config) broker.Topology {
+	return broker.Topology{
+		RequestStream: cfg.RequestStream, RequestSubject: cfg.RequestSubject,
+		ResultStream: cfg.ResultStream, ResultSubjectPrefix: cfg.ResultSubject,
+		DeadLetterStream: cfg.DeadLetterStrm, DeadLetterSubject: cfg.DeadLetter,
+		Consumer:      cfg.Consumer,
+		AckWait:       2*cfg.HTTPTimeout + publishTimeout + 30*time.Second,
+		MaxDeliver:    cfg.MaxAttempts + 10,
+		MaxAckPending: max(1000, 20*cfg.Concurrency),
+	}
+}
+
+// Run serves until ctx is done, then shuts down in order: stop pulling, let in-flight requests
+// finish (each waits for its result's publish ack) within the grace period, drain the NATS
+// connection, stop the embedded server, stop the HTTP server.
+func (s *Service) Run(ctx context.Context) (err error) {
+	cfg := s.cfg
+	mode, err := cenats.ParseMode(cfg.ResultMode)
+	if err != nil {
+		return fmt.Errorf("CPCANCEL_RESULT_MODE: %w", err)
+	}
+	outcomes := make([]string, len(cancelevent.Outcomes))
+	for i, o := range cancelevent.Outcomes {
+		outcomes[i] = string(o)
+	}
+	m := metrics.New(s.registry, s.build, outcomes...)
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("CPCANCEL_HTTP_ADDR: %w", err)
+	}
+	s.httpURL = httpURL(ln.Addr())
+
+	url := cfg.NATSURL
+	var embedded *server.Server
+	if url == "" {
+		if embedded, err = broker.StartEmbedded(cfg.EmbeddedListen, cfg.DataDir); err != nil {
+			ln.Close()
+			return err
+		}
+		url = embedded.ClientURL()
+		s.log.Info("embedded NATS server started", "url", url, "data_dir", cfg.DataDir)
+		defer func() {
+			embedded.Shutdown()
+			embedded.WaitForShutdown()
+		}()
+	}
+	nc, err := broker.Connect(url, "cpcancel", s.log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer nc.Close()
+	s.natsURL = nc.ConnectedUrlRedacted()
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	topo := Topology(cfg)
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	consumer, err := s.consumer(setupCtx, js, topo)
+	cancel()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
+	api, err := cloudpartner.New(cloudpartner.Config{
+		BaseURL: cfg.BaseURL, APIVersion: cfg.APIVersion, Tokens: tokenSource(cfg),
+		Timeout: cfg.HTTPTimeout, Observer: m,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("CPCANCEL_CLOUDPARTNER_BASE_URL: %w", err)
+	}
+	h := handler.New(handler.Config{
+		Source: cfg.Source, ResultSubjectPrefix: cfg.ResultSubject, DeadLetterSubject: cfg.DeadLetter,
+		Mode: mode, MaxAttempts: cfg.MaxAttempts, MaxRequestBytes: cfg.MaxRequestBytes,
+		PublishTimeout: publishTimeout, Logger: s.log,
+	}, api, js, m)
+
+	pool, err := worker.Start(consumer, cfg.Concurrency, cfg.ShutdownTimeout, s.log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{Handler: s.routes(nc, pool), ReadHeaderTimeout: 5 * time.Second}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- srv.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, srv.Shutdown(sctx))
+	}()
+
+	s.log.Info("cpcancel consuming", "nats", s.natsURL, "stream", cfg.RequestStream, "consumer", cfg.Consumer,
+		"concurrency", cfg.Concurrency, "api", cfg.BaseURL, "http", s.httpURL, "result_mode", mode)
+	close(s.ready)
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	go func() {
+		if err := <-httpErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("HTTP server failed", "err", err)
+			stopRun()
+		}
+	}()
+	runErr := pool.Run(runCtx, h.Handle)
+	s.log.Info("stopped pulling; draining NATS connection")
+	if err := drain(nc, 10*time.Second); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	return runErr
+}
+
+func (s *Service) consumer(ctx context.Context, js jetstream.JetStream, topo broker.Topology) (jetstream.Consumer, error) {
+	if s.cfg.Provision {
+		return broker.Provision(ctx, js, topo)
+	}
+	return broker.Bind(ctx, js, topo)
+}
+
+func tokenSource(cfg config.Config) cloudpartner.TokenSource {
+	if cfg.TokenFile != "" {
+		return cloudpartner.NewFileToken(cfg.TokenFile)
+	}
+	return cloudpartner.StaticToken(cfg.Token)
+}
+
+// drain flushes what the connection still has to send and closes it, waiting up to timeout.
+func drain(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		return nil // already closed
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		return errors.New("NATS drain timed out")
+	}
+}
+
+// httpURL names a listener the way a person on this machine reaches it.
+func httpURL(a net.Addr) string {
+	if tcp, ok := a.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		return fmt.Sprintf("http://localhost:%d", tcp.Port)
+	}
+	return "http://" + a.String()
+}
