@@ -1,0 +1,241 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
+	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/config"
+	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/natstest"
+	"github.com/cpcancel/cpcancel/internal/service"
+)
+
+const testToken = "test-token-5f1d"
+
+// stack is a running cpcancel on a real embedded nats-server and the API emulator.
+type stack struct {
+	nats   *natstest.Server
+	js     jetstream.JetStream
+	emu    *emulator.Emulator
+	emuURL string
+	svc    *service.Service
+}
+
+// startStack runs the service with env on top of a test configuration; it stops when the test ends.
+func startStack(t *testing.T, env map[string]string) *stack {
+	t.Helper()
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	emu := emulator.New(emulator.Options{Token: testToken})
+	hs := httptest.NewServer(emu)
+	t.Cleanup(hs.Close)
+	st := &stack{nats: ns, js: js, emu: emu, emuURL: hs.URL}
+	st.svc = startService(t, st.env(env))
+	return st
+}
+
+func (st *stack) env(extra map[string]string) map[string]string {
+	env := map[string]string{
+		"CPCANCEL_NATS_URL":              st.nats.ClientURL(),
+		"CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL,
+		"CPCANCEL_CLOUDPARTNER_TOKEN":    testToken,
+		"CPCANCEL_HTTP_ADDR":             "127.0.0.1:0",
+		"CPCANCEL_CONCURRENCY":           "4",
+		"CPCANCEL_HTTP_TIMEOUT":          "5s",
+		"CPCANCEL_SHUTDOWN_TIMEOUT":      "5s",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+func startService(t *testing.T, env map[string]string) *service.Service {
+	t.Helper()
+	svc, done, cancel := runService(t, env)
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		t.Fatalf("service stopped before ready: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("service not ready after 15s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("service stopped with error: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("service did not stop within 30s")
+		}
+	})
+	return svc
+}
+
+func runService(t *testing.T, env map[string]string) (*service.Service, chan error, context.CancelFunc) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	svc := service.New(cfg, metrics.Build{Version: "test", Revision: "abc123"}, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	return svc, done, cancel
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// publish stores a cancel request in the given content mode.
+func (st *stack) publish(t *testing.T, mode cenats.Mode, ev *event.Event) {
+	t.Helper()
+	hdr, body, err := cenats.Encode(context.Background(), ev, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.publishRaw(t, hdr, body)
+}
+
+func (st *stack) publishRaw(t *testing.T, hdr nats.Header, body []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := st.js.PublishMsg(ctx, &nats.Msg{Subject: "cloudpartner.cancel.requests", Header: hdr, Data: body}); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}
+
+func request(t *testing.T, source, id, publisher, offer string, emails ...string) *event.Event {
+	t.Helper()
+	ev, err := cancelevent.NewRequest(source, id, cancelevent.RequestData{
+		PublisherID: publisher, OfferID: offer, NotificationEmails: emails,
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// stored is one message of a stream, decoded where it is a result.
+type stored struct {
+	subject string
+	header  nats.Header
+	body    []byte
+	ev      *event.Event
+	data    cancelevent.ResultData
+}
+
+// waitStream returns the messages of stream once it holds want of them (or fails after timeout).
+func (st *stack) waitStream(t *testing.T, stream string, want int, timeout time.Duration) []stored {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := st.js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ctx.Err() == nil {
+		info, err := s.Info(ctx)
+		if err == nil && info.State.Msgs >= uint64(want) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var out []stored
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(context.Background(), seq)
+		if err != nil {
+			continue
+		}
+		r := stored{subject: m.Subject, header: m.Header, body: m.Data}
+		if ev, err := cenats.Decode(context.Background(), m.Header, m.Data); err == nil {
+			r.ev = ev
+			_ = json.Unmarshal(ev.Data(), &r.data)
+		}
+		out = append(out, r)
+	}
+	if len(out) != want {
+		t.Fatalf("stream %s holds %d messages after %s, want %d", stream, len(out), timeout, want)
+	}
+	return out
+}
+
+// byRequest indexes results by request id.
+func byRequest(t *testing.T, rs []stored) map[string]stored {
+	t.Helper()
+	m := make(map[string]stored, len(rs))
+	for _, r := range rs {
+		if r.ev == nil {
+			t.Fatalf("result on %s is not a CloudEvent: %q", r.subject, r.body)
+		}
+		if _, dup := m[r.data.RequestID]; dup {
+			t.Fatalf("two results for request %s", r.data.RequestID)
+		}
+		m[r.data.RequestID] = r
+	}
+	return m
+}
+
+// metricValue reads a counter or gauge from reg; labels are name, value pairs.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metric
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
