@@ -1,0 +1,61 @@
+// Command loadgen measures cpcancel end to end on this machine: by default it starts an embedded
+// JetStream server, the API emulator with the chosen latency and cpcancel itself, publishes
+// -n requests and prints throughput, latency percentiles and lost/duplicated results.
+// With -nats it targets a NATS server where cpcancel already runs.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cpcancel/cpcancel/internal/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := realMain(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func realMain(ctx context.Context) error {
+	var s loadgen.Stack
+	var o loadgen.Options
+	flag.IntVar(&o.Requests, "n", 5000, "requests to publish")
+	flag.Float64Var(&o.Rate, "rate", 0, "offered requests/s (0: as fast as possible)")
+	flag.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "bound of the whole run")
+	flag.StringVar(&o.Offer, "offer", "loadgen-offer", "offer id of every request (emulator catalogue: sync* answers 200, others 202)")
+	flag.StringVar(&s.NATSURL, "nats", "", "NATS URL where cpcancel already runs (empty: start everything here)")
+	flag.DurationVar(&s.Latency, "latency", 0, "API emulator latency (embedded stack only)")
+	flag.IntVar(&s.Concurrency, "concurrency", 32, "CPCANCEL_CONCURRENCY of the embedded cpcancel")
+	flag.Parse()
+	o.RequestSubject, o.ResultStream = "cloudpartner.cancel.requests", "CPCANCEL_RESULTS"
+
+	js, stopStack, err := s.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopStack()
+	fmt.Printf("loadgen: %d requests, rate %s, API latency %s, concurrency %d\n", o.Requests, rateText(o.Rate), s.Latency, s.Concurrency)
+	r, err := loadgen.Run(ctx, js, o)
+	r.Print(os.Stdout)
+	if rss, ok := loadgen.PeakRSS(); ok && s.NATSURL == "" {
+		fmt.Printf("peak RSS of this process (cpcancel + nats-server + emulator + loadgen): %.1f MiB\n", float64(rss)/(1<<20))
+	}
+	return err
+}
+
+func rateText(r float64) string {
+	if r == 0 {
+		return "max"
+	}
+	return fmt.Sprintf("%.0f/s", r)
+}

@@ -1,0 +1,180 @@
+// Package loadgen measures cpcancel end to end: it publishes cancel requests, waits until every
+// result is stored, and reports throughput, latency percentiles, lost and duplicated results.
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
+	"github.com/cpcancel/cpcancel/internal/cenats"
+)
+
+// Options describes one load run.
+type Options struct {
+	// Requests is how many requests to publish (bounded: at most 10 million).
+	Requests int
+	// Rate is the offered load in requests/s; 0 publishes as fast as possible.
+	Rate float64
+	// Timeout bounds the whole run.
+	Timeout time.Duration
+	// RequestSubject and ResultStream are where requests go and results are read.
+	RequestSubject, ResultStream string
+	// Offer is the offer id every request names (the emulator's catalogue decides the outcome).
+	Offer string
+}
+
+// Report is what a run measured.
+type Report struct {
+	Requests, Results, Lost, Duplicates int
+	Elapsed                             time.Duration
+	P50, P90, P99, Max                  time.Duration
+}
+
+// Throughput is results stored per second.
+func (r Report) Throughput() float64 { return float64(r.Results) / r.Elapsed.Seconds() }
+
+// Print writes the report for a person.
+func (r Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "requests %d  results %d  lost %d  duplicated %d\n", r.Requests, r.Results, r.Lost, r.Duplicates)
+	fmt.Fprintf(w, "elapsed %s  throughput %.0f requests/s\n", r.Elapsed.Round(time.Millisecond), r.Throughput())
+	fmt.Fprintf(w, "latency published -> result stored: p50 %s  p90 %s  p99 %s  max %s\n",
+		r.P50.Round(10*time.Microsecond), r.P90.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond))
+}
+
+// Run publishes the requests on js and waits for their results.
+func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error) {
+	if o.Requests < 1 || o.Requests > 10_000_000 {
+		return Report{}, fmt.Errorf("requests must be 1 to 10000000, got %d", o.Requests)
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	source := "/cpcancel/loadgen/" + run
+
+	var mu sync.Mutex
+	sent := make([]time.Time, o.Requests)
+	seen := make([]int, o.Requests)
+	var latencies []time.Duration
+	var last time.Time
+	all := make(chan struct{})
+	results := 0
+
+	c, err := js.OrderedConsumer(ctx, o.ResultStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return Report{}, fmt.Errorf("watch results: %w", err)
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		ev, err := cenats.Decode(ctx, m.Headers(), m.Data())
+		if err != nil {
+			return
+		}
+		var d cancelevent.ResultData
+		if json.Unmarshal(ev.Data(), &d) != nil || d.RequestSource != source {
+			return
+		}
+		i, err := strconv.Atoi(d.RequestID)
+		if err != nil || i < 0 || i >= o.Requests {
+			return
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		seen[i]++
+		if seen[i] > 1 {
+			return
+		}
+		latencies = append(latencies, meta.Timestamp.Sub(sent[i]))
+		last = meta.Timestamp
+		if results++; results == o.Requests {
+			close(all)
+		}
+	})
+	if err != nil {
+		return Report{}, fmt.Errorf("watch results: %w", err)
+	}
+	defer cc.Stop()
+
+	start := time.Now()
+	if err := publish(ctx, js, o, source, func(i int, t time.Time) {
+		mu.Lock()
+		sent[i] = t
+		mu.Unlock()
+	}); err != nil {
+		return Report{}, err
+	}
+	select {
+	case <-all:
+	case <-ctx.Done():
+	}
+	// Let late duplicates show up before counting.
+	time.Sleep(200 * time.Millisecond)
+
+	mu.Lock()
+	defer mu.Unlock()
+	r := Report{Requests: o.Requests, Results: results, Elapsed: last.Sub(start)}
+	for _, n := range seen {
+		if n == 0 {
+			r.Lost++
+		} else {
+			r.Duplicates += n - 1
+		}
+	}
+	if len(latencies) > 0 {
+		slices.Sort(latencies)
+		at := func(q float64) time.Duration { return latencies[min(len(latencies)-1, int(q*float64(len(latencies))))] }
+		r.P50, r.P90, r.P99, r.Max = at(.50), at(.90), at(.99), latencies[len(latencies)-1]
+	}
+	if r.Lost > 0 {
+		return r, fmt.Errorf("%d of %d results missing after %s", r.Lost, o.Requests, o.Timeout)
+	}
+	return r, nil
+}
+
+// publish sends the requests asynchronously with a bounded window of unacknowledged publishes,
+// paced to o.Rate when it is set.
+func publish(ctx context.Context, js jetstream.JetStream, o Options, source string, sentAt func(int, time.Time)) error {
+	var interval time.Duration
+	if o.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / o.Rate)
+	}
+	start := time.Now()
+	for i := range o.Requests {
+		if interval > 0 {
+			if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+				time.Sleep(wait)
+			}
+		}
+		ev, err := cancelevent.NewRequest(source, strconv.Itoa(i), cancelevent.RequestData{PublisherID: "loadgen", OfferID: o.Offer}, time.Now())
+		if err != nil {
+			return err
+		}
+		hdr, body, err := cenats.Encode(ctx, ev, cenats.Binary)
+		if err != nil {
+			return err
+		}
+		sentAt(i, time.Now())
+		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: o.RequestSubject, Header: hdr, Data: body}); err != nil {
+			return fmt.Errorf("publish request %d: %w", i, err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return errors.New("publish acks did not all arrive in time")
+	}
+}
