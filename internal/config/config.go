@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,31 +22,31 @@ const Prefix = "CPCANCEL"
 
 // Config is the whole configuration of the service. Field tags are the contract of SPEC §5.
 type Config struct {
-	NATSURL         string        `envconfig:"NATS_URL" desc:"NATS server URL(s), comma-separated (NATS_URL is read too); empty starts an embedded JetStream server"`
-	EmbeddedListen  string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port the embedded NATS server listens on when NATS_URL is empty"`
-	DataDir         string        `envconfig:"DATA_DIR" default:"cpcancel-data" desc:"directory of the embedded server's JetStream file store"`
-	Provision       bool          `envconfig:"PROVISION" default:"true" desc:"create or update the streams and the consumer at start; false binds to existing ones (e.g. managed by NACK)"`
-	RequestSubject  string        `envconfig:"REQUEST_SUBJECT" default:"cloudpartner.cancel.requests" desc:"subject cancel requests are published on"`
-	RequestStream   string        `envconfig:"REQUEST_STREAM" default:"CPCANCEL_REQUESTS" desc:"stream holding cancel requests"`
-	Consumer        string        `envconfig:"CONSUMER" default:"cpcancel" desc:"durable pull consumer on the request stream"`
-	ResultSubject   string        `envconfig:"RESULT_SUBJECT_PREFIX" default:"cloudpartner.cancel.results" desc:"results go to <prefix>.cancelled|cancelling|failed"`
-	ResultStream    string        `envconfig:"RESULT_STREAM" default:"CPCANCEL_RESULTS" desc:"stream holding result events (<prefix>.>)"`
-	DeadLetter      string        `envconfig:"DEADLETTER_SUBJECT" default:"cloudpartner.cancel.deadletter" desc:"subject for messages that are not cancel requests"`
-	DeadLetterStrm  string        `envconfig:"DEADLETTER_STREAM" default:"CPCANCEL_DEADLETTER" desc:"stream holding dead letters"`
-	BaseURL         string        `envconfig:"CLOUDPARTNER_BASE_URL" default:"https://cloudpartner.azure.com" desc:"Cloud Partner Portal API base URL; http:// only for a loopback host"`
-	APIVersion      string        `envconfig:"CLOUDPARTNER_API_VERSION" default:"2017-10-31" desc:"api-version query parameter"`
-	Token           string        `envconfig:"CLOUDPARTNER_TOKEN" desc:"bearer token for the API (never logged)"`
-	TokenFile       string        `envconfig:"CLOUDPARTNER_TOKEN_FILE" desc:"file holding the bearer token, re-read when it changes (e.g. a mounted secret)"`
-	HTTPTimeout     time.Duration `envconfig:"HTTP_TIMEOUT" default:"30s" desc:"timeout of one API call"`
-	MaxAttempts     int           `envconfig:"MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
-	Concurrency     int           `envconfig:"CONCURRENCY" default:"32" desc:"requests processed at once"`
-	MaxRequestBytes int           `envconfig:"MAX_REQUEST_BYTES" default:"65536" desc:"largest request message accepted; larger ones are dead-lettered"`
-	ResultMode      string        `envconfig:"RESULT_MODE" default:"binary" desc:"CloudEvents content mode of results: binary or structured"`
-	Source          string        `envconfig:"SOURCE" default:"/cpcancel" desc:"CloudEvents source of result events"`
-	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address of /metrics, /healthz and /readyz"`
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"grace period for in-flight requests on SIGTERM"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat       string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+	NATSURL         string        `envconfig:"CPCANCEL_NATS_URL" desc:"NATS server URL(s), comma-separated (NATS_URL is read too); empty starts an embedded JetStream server"`
+	EmbeddedListen  string        `envconfig:"CPCANCEL_EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port the embedded NATS server listens on when NATS_URL is empty"`
+	DataDir         string        `envconfig:"CPCANCEL_DATA_DIR" default:"cpcancel-data" desc:"directory of the embedded server's JetStream file store"`
+	Provision       bool          `envconfig:"CPCANCEL_PROVISION" default:"true" desc:"create or update the streams and the consumer at start; false binds to existing ones (e.g. managed by NACK)"`
+	RequestSubject  string        `envconfig:"CPCANCEL_REQUEST_SUBJECT" default:"cloudpartner.cancel.requests" desc:"subject cancel requests are published on"`
+	RequestStream   string        `envconfig:"CPCANCEL_REQUEST_STREAM" default:"CPCANCEL_REQUESTS" desc:"stream holding cancel requests"`
+	Consumer        string        `envconfig:"CPCANCEL_CONSUMER" default:"cpcancel" desc:"durable pull consumer on the request stream"`
+	ResultSubject   string        `envconfig:"CPCANCEL_RESULT_SUBJECT_PREFIX" default:"cloudpartner.cancel.results" desc:"results go to <prefix>.cancelled|cancelling|failed"`
+	ResultStream    string        `envconfig:"CPCANCEL_RESULT_STREAM" default:"CPCANCEL_RESULTS" desc:"stream holding result events (<prefix>.>)"`
+	DeadLetter      string        `envconfig:"CPCANCEL_DEADLETTER_SUBJECT" default:"cloudpartner.cancel.deadletter" desc:"subject for messages that are not cancel requests"`
+	DeadLetterStrm  string        `envconfig:"CPCANCEL_DEADLETTER_STREAM" default:"CPCANCEL_DEADLETTER" desc:"stream holding dead letters"`
+	BaseURL         string        `envconfig:"CPCANCEL_CLOUDPARTNER_BASE_URL" default:"https://cloudpartner.azure.com" desc:"Cloud Partner Portal API base URL; http:// only for a loopback host"`
+	APIVersion      string        `envconfig:"CPCANCEL_CLOUDPARTNER_API_VERSION" default:"2017-10-31" desc:"api-version query parameter"`
+	Token           string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN" desc:"bearer token for the API (never logged)"`
+	TokenFile       string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN_FILE" desc:"file holding the bearer token, re-read when it changes (e.g. a mounted secret)"`
+	HTTPTimeout     time.Duration `envconfig:"CPCANCEL_HTTP_TIMEOUT" default:"30s" desc:"timeout of one API call"`
+	MaxAttempts     int           `envconfig:"CPCANCEL_MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
+	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"32" desc:"requests processed at once"`
+	MaxRequestBytes int           `envconfig:"CPCANCEL_MAX_REQUEST_BYTES" default:"65536" desc:"largest request message accepted; larger ones are dead-lettered"`
+	ResultMode      string        `envconfig:"CPCANCEL_RESULT_MODE" default:"binary" desc:"CloudEvents content mode of results: binary or structured"`
+	Source          string        `envconfig:"CPCANCEL_SOURCE" default:"/cpcancel" desc:"CloudEvents source of result events"`
+	HTTPAddr        string        `envconfig:"CPCANCEL_HTTP_ADDR" default:":8080" desc:"listen address of /metrics, /healthz and /readyz"`
+	ShutdownTimeout time.Duration `envconfig:"CPCANCEL_SHUTDOWN_TIMEOUT" default:"25s" desc:"grace period for in-flight requests on SIGTERM"`
+	LogLevel        string        `envconfig:"CPCANCEL_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat       string        `envconfig:"CPCANCEL_LOG_FORMAT" default:"text" desc:"text or json"`
 }
 
 // Load reads the environment and validates the result. Every error names the variable at fault.
@@ -58,14 +59,20 @@ func Load() (Config, error) {
 }
 
 // Read reads the environment without validating, for callers that adjust the result first.
+// Tags hold full variable names and no prefix is given to envconfig: with a prefix it would fall
+// back to the bare tag (LOG_LEVEL for CPCANCEL_LOG_LEVEL) and read other programs' settings.
+// NATS_URL is the one shared variable SPEC §5 asks for.
 func Read() (Config, error) {
 	var c Config
-	if err := envconfig.Process(Prefix, &c); err != nil {
+	if err := envconfig.Process("", &c); err != nil {
 		var perr *envconfig.ParseError
 		if errors.As(err, &perr) {
-			return c, fmt.Errorf("%s: invalid value %q: want a %s", perr.KeyName, perr.Value, perr.TypeName)
+			return Config{}, fmt.Errorf("%s: invalid value %q: want %s", perr.KeyName, perr.Value, perr.TypeName)
 		}
-		return c, err
+		return Config{}, err
+	}
+	if _, set := os.LookupEnv(Prefix + "_NATS_URL"); !set {
+		c.NATSURL = os.Getenv("NATS_URL")
 	}
 	return c, nil
 }
@@ -171,7 +178,7 @@ func Usage(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
 	const format = "VARIABLE\tDEFAULT\tDESCRIPTION\n" +
 		`{{range .}}{{usage_key .}}{{"\t"}}{{usage_default .}}{{"\t"}}{{usage_description .}}{{"\n"}}{{end}}`
-	if err := envconfig.Usagef(Prefix, &Config{}, tw, format); err != nil {
+	if err := envconfig.Usagef("", &Config{}, tw, format); err != nil {
 		return err
 	}
 	return tw.Flush()
