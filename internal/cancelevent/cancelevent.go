@@ -3,7 +3,6 @@
 package cancelevent
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,8 +62,7 @@ func ParseRequest(ev *event.Event) (Request, error) {
 		return req, &InvalidError{Reason: "data is not valid UTF-8"}
 	}
 	var d requestData
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&d); err != nil {
+	if err := json.Unmarshal(body, &d); err != nil {
 		return req, &InvalidError{Reason: "data is not a JSON object with publisherId and offerId: " + jsonReason(err)}
 	}
 	req.PublisherID, req.OfferID = d.PublisherID, d.OfferID
@@ -124,6 +122,8 @@ func jsonReason(err error) string {
 	switch {
 	case errors.As(err, &se):
 		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te) && te.Field == "":
+		return "it is a JSON " + te.Value
 	case errors.As(err, &te):
 		return fmt.Sprintf("field %q has the wrong type", te.Field)
 	}

@@ -73,7 +73,9 @@ func NewResult(resultSource string, req Request, o Outcome, d ResultData, now ti
 	d.OfferID = truncate(req.OfferID, 128)
 	d.RequestID, d.RequestSource = req.ID, req.Source
 	if d.Error != nil {
-		d.Error.Message = truncate(d.Error.Message, maxMessage)
+		e := *d.Error // the caller's ErrorData stays as it was
+		e.Message = truncate(e.Message, maxMessage)
+		d.Error = &e
 	}
 	ev := event.New()
 	ev.SetID(ResultID(req.Source, req.ID, o))

@@ -128,6 +128,9 @@ func (m *Message) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
 			continue
 		}
 		if lk == strings.ToLower(contentTypeHeader) {
+			if contentType != "" {
+				return fmt.Errorf("header %q given twice", contentTypeHeader)
+			}
 			contentType = k
 			continue
 		}
@@ -213,14 +216,13 @@ func Decode(ctx context.Context, header nats.Header, body []byte) (*event.Event,
 	return ev, nil
 }
 
-// decodeValue percent-decodes a header value and insists on UTF-8. `+` stays `+`.
+// decodeValue percent-decodes a header value and insists on UTF-8. `+` stays `+`. A value that is
+// not valid percent-encoding is taken as it is: sdk-go's NATS sender, for one, does not encode.
 func decodeValue(s string) (string, error) {
 	if strings.IndexByte(s, '%') >= 0 {
-		d, err := url.PathUnescape(s)
-		if err != nil {
-			return "", fmt.Errorf("bad percent-encoding: %w", err)
+		if d, err := url.PathUnescape(s); err == nil {
+			s = d
 		}
-		s = d
 	}
 	if !utf8.ValidString(s) {
 		return "", errors.New("value is not valid UTF-8")
