@@ -37,6 +37,8 @@ type Config struct {
 	APIVersion      string        `envconfig:"CPCANCEL_CLOUDPARTNER_API_VERSION" default:"2017-10-31" desc:"api-version query parameter"`
 	Token           string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN" desc:"bearer token for the API (never logged)"`
 	TokenFile       string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN_FILE" desc:"file holding the bearer token, re-read when it changes (e.g. a mounted secret)"`
+	IdempotencyTTL  time.Duration `envconfig:"CPCANCEL_IDEMPOTENCY_TTL" default:"24h" desc:"how long a request's result is remembered: a re-sent request within it is answered without calling the API"`
+	IdempotencyKV   string        `envconfig:"CPCANCEL_IDEMPOTENCY_BUCKET" default:"CPCANCEL_IDEMPOTENCY" desc:"KeyValue bucket of the idempotency records"`
 	HTTPTimeout     time.Duration `envconfig:"CPCANCEL_HTTP_TIMEOUT" default:"30s" desc:"timeout of one API call"`
 	MaxAttempts     int           `envconfig:"CPCANCEL_MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
 	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"32" desc:"requests processed at once"`
@@ -120,6 +122,9 @@ func (c Config) Validate() error {
 	if c.HTTPTimeout <= 0 {
 		bad("HTTP_TIMEOUT", "must be positive, got %s", c.HTTPTimeout)
 	}
+	if c.IdempotencyTTL < time.Minute {
+		bad("IDEMPOTENCY_TTL", "must be at least 1m, got %s", c.IdempotencyTTL)
+	}
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
 	}
@@ -141,13 +146,14 @@ func (c Config) Validate() error {
 	names := map[string]string{
 		"REQUEST_SUBJECT": c.RequestSubject, "RESULT_SUBJECT_PREFIX": c.ResultSubject, "DEADLETTER_SUBJECT": c.DeadLetter,
 		"REQUEST_STREAM": c.RequestStream, "RESULT_STREAM": c.ResultStream, "DEADLETTER_STREAM": c.DeadLetterStrm, "CONSUMER": c.Consumer,
+		"IDEMPOTENCY_BUCKET": c.IdempotencyKV,
 	}
 	for _, name := range []string{"REQUEST_SUBJECT", "RESULT_SUBJECT_PREFIX", "DEADLETTER_SUBJECT"} {
 		if !validSubject(names[name]) {
 			bad(name, "not a literal NATS subject: %q", names[name])
 		}
 	}
-	for _, name := range []string{"REQUEST_STREAM", "RESULT_STREAM", "DEADLETTER_STREAM", "CONSUMER"} {
+	for _, name := range []string{"REQUEST_STREAM", "RESULT_STREAM", "DEADLETTER_STREAM", "CONSUMER", "IDEMPOTENCY_BUCKET"} {
 		if !validName(names[name]) {
 			bad(name, "not a valid JetStream name: %q", names[name])
 		}

@@ -64,6 +64,8 @@ var defaults = config.Config{
 	MaxAttempts:     5,
 	Concurrency:     32,
 	MaxRequestBytes: 65536,
+	IdempotencyTTL:  24 * time.Hour,
+	IdempotencyKV:   "CPCANCEL_IDEMPOTENCY",
 	ResultMode:      "binary",
 	Source:          "/cpcancel",
 	HTTPAddr:        ":8080",

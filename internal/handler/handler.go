@@ -5,19 +5,23 @@ package handler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/idempotency"
 )
 
 // Canceller calls the Cancel operation API. It must be safe for concurrent use. Any error it
@@ -36,13 +40,23 @@ type Publisher interface {
 type Recorder interface {
 	Received(numDelivered uint64) (done func())
 	ResultStored(outcome string)
+	Duplicate()
 	DeadLettered()
 	Retried()
+}
+
+// Store holds a lease per request while it is processed, and its result afterwards; it must be
+// safe for concurrent use and shared by every worker and replica. *idempotency.Store satisfies it.
+type Store interface {
+	// Claim returns a lease, or the recorded result, or an *idempotency.BusyError while another
+	// worker holds the request; any other error is transient.
+	Claim(ctx context.Context, key string) (lease *idempotency.Lease, recorded []byte, err error)
 }
 
 var (
 	_ Canceller = (*cloudpartner.Client)(nil)
 	_ Publisher = jetstream.JetStream(nil)
+	_ Store     = (*idempotency.Store)(nil)
 )
 
 // Config configures a Handler.
@@ -63,21 +77,25 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// PublishTimeout bounds one result or dead-letter publish (default 10s).
 	PublishTimeout time.Duration
+	// Heartbeat is how often a message in progress is reported to JetStream (InProgress), so that
+	// AckWait never redelivers work still running; 0 disables it.
+	Heartbeat time.Duration
 	// Logger receives one line per settled request; nil discards.
 	Logger *slog.Logger
 }
 
 // Handler processes request messages. Handle may be called concurrently.
 type Handler struct {
-	cfg Config
-	api Canceller
-	pub Publisher
-	rec Recorder
-	log *slog.Logger
+	cfg   Config
+	api   Canceller
+	pub   Publisher
+	store Store
+	rec   Recorder
+	log   *slog.Logger
 }
 
 // New returns a Handler. cfg's zero durations get their defaults.
-func New(cfg Config, api Canceller, pub Publisher, rec Recorder) *Handler {
+func New(cfg Config, api Canceller, pub Publisher, store Store, rec Recorder) *Handler {
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = time.Second
 	}
@@ -91,7 +109,7 @@ func New(cfg Config, api Canceller, pub Publisher, rec Recorder) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{cfg: cfg, api: api, pub: pub, rec: rec, log: log}
+	return &Handler{cfg: cfg, api: api, pub: pub, store: store, rec: rec, log: log}
 }
 
 // action is how a message is settled. Exactly one is chosen per delivery, by process.
@@ -120,7 +138,9 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	done := h.rec.Received(meta.NumDelivered)
 	defer done()
+	stop := h.keepAlive(msg)
 	a := h.process(ctx, msg, meta)
+	stop()
 	h.settle(msg, meta, a)
 }
 
@@ -152,10 +172,44 @@ func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 	if ev.Type() != cancelevent.RequestType {
 		return h.deadLetter(ctx, msg, meta, fmt.Sprintf("CloudEvent type %q is not %s", ev.Type(), cancelevent.RequestType))
 	}
+	lease, recorded, err := h.store.Claim(ctx, idempotency.Key(ev.Source(), ev.ID()))
+	var busy *idempotency.BusyError
+	switch {
+	case errors.As(err, &busy):
+		// Another worker or replica is on it: look again with backoff (it usually finishes well
+		// before its lease ends), and at the latest when the lease ends.
+		delay := min(h.retryDelay(attempt, 0), max(time.Until(busy.Until), h.cfg.RetryBase))
+		return action{kind: nak, delay: delay, reason: "in progress elsewhere"}
+	case err != nil:
+		h.log.Warn("idempotency store unavailable, retrying", "request_id", ev.ID(), "err", err)
+		return action{kind: nak, delay: h.cfg.RetryBase, reason: "idempotency store unavailable"}
+	case recorded != nil:
+		return h.republish(ctx, ev, recorded)
+	}
+
+	result, retry := h.answer(ctx, ev, attempt)
+	if retry != nil {
+		if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
+			h.log.Warn("could not release lease; the retry waits for it to expire", "request_id", ev.ID(), "err", err)
+		}
+		return *retry
+	}
+	if recorded, err := json.Marshal(result); err != nil {
+		h.log.Error("could not encode result for the record", "request_id", ev.ID(), "err", err)
+	} else if err := lease.Complete(ctx, recorded); err != nil {
+		// The result is still published; only a later re-send could call the API again.
+		h.log.Warn("could not record result", "request_id", ev.ID(), "err", err)
+	}
+	return h.publish(ctx, result)
+}
+
+// answer works out the result of a request: validation, then the API call. It returns a nil
+// result and the action to take when the request is to be retried later.
+func (h *Handler) answer(ctx context.Context, ev *event.Event, attempt int) (*event.Event, *action) {
 	req, err := cancelevent.ParseRequest(ev)
 	var invalid *cancelevent.InvalidError
 	if errors.As(err, &invalid) {
-		return h.publishResult(ctx, req, cancelevent.Failed, cancelevent.ResultData{
+		return h.result(req, cancelevent.Failed, cancelevent.ResultData{
 			Attempts: attempt,
 			Error:    &cancelevent.ErrorData{Code: cancelevent.CodeInvalidRequest, Message: invalid.Reason},
 		})
@@ -169,13 +223,13 @@ func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		if accepted.StatusCode == http.StatusAccepted {
 			outcome = cancelevent.Cancelling
 		}
-		return h.publishResult(ctx, req, outcome, cancelevent.ResultData{
+		return h.result(req, outcome, cancelevent.ResultData{
 			StatusCode: accepted.StatusCode, Location: accepted.Location, OperationID: accepted.OperationID,
 			CorrelationID: accepted.CorrelationID, Attempts: attempt,
 		})
 	}
 	if ctx.Err() != nil {
-		return action{kind: nak, delay: time.Second, reason: "shutting down"}
+		return nil, &action{kind: nak, delay: time.Second, reason: "shutting down"}
 	}
 	apiErr := &cloudpartner.Error{Code: "internal_error", Message: err.Error(), Transient: true, Err: err}
 	errors.As(err, &apiErr)
@@ -184,34 +238,55 @@ func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		delay := h.retryDelay(attempt, apiErr.RetryAfter)
 		h.log.Info("transient API failure, retrying", "request_id", req.ID, "request_source", req.Source,
 			"status", apiErr.StatusCode, "code", apiErr.Code, "attempt", attempt, "delay", delay)
-		return action{kind: nak, delay: delay, reason: apiErr.Code}
+		return nil, &action{kind: nak, delay: delay, reason: apiErr.Code}
 	}
-	return h.publishResult(ctx, req, cancelevent.Failed, cancelevent.ResultData{
+	return h.result(req, cancelevent.Failed, cancelevent.ResultData{
 		StatusCode: apiErr.StatusCode, CorrelationID: apiErr.CorrelationID, Attempts: attempt,
 		Error: &cancelevent.ErrorData{Code: apiErr.Code, Message: apiErr.Message},
 	})
 }
 
-// publishResult stores the result event and says to ack only once JetStream has it.
-func (h *Handler) publishResult(ctx context.Context, req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) action {
+// result builds a result event; a failure to build one is retried like any transient failure.
+func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) (*event.Event, *action) {
 	ev, err := cancelevent.NewResult(h.cfg.Source, req, o, d, time.Now())
+	if err != nil {
+		h.log.Error("could not build result", "request_id", req.ID, "err", err)
+		return nil, &action{kind: nak, delay: h.cfg.RetryBase, reason: "result not built"}
+	}
+	return ev, nil
+}
+
+// republish answers a request seen before with its recorded result, same id, no API call.
+func (h *Handler) republish(ctx context.Context, req *event.Event, recorded []byte) action {
+	var result event.Event
+	if err := json.Unmarshal(recorded, &result); err != nil {
+		h.log.Error("recorded result unreadable, retrying", "request_id", req.ID(), "err", err)
+		return action{kind: nak, delay: h.cfg.RetryMax, reason: "recorded result unreadable"}
+	}
+	h.rec.Duplicate()
+	h.log.Info("duplicate request answered from its record", "request_id", req.ID(), "request_source", req.Source(), "result_id", result.ID())
+	return h.publish(ctx, &result)
+}
+
+// publish stores the result event and says to ack only once JetStream has it.
+func (h *Handler) publish(ctx context.Context, result *event.Event) action {
+	outcome := strings.TrimPrefix(result.Type(), "cloudpartner.offer.cancel.")
+	hdr, body, err := cenats.Encode(ctx, result, h.cfg.Mode)
 	if err == nil {
-		var hdr nats.Header
-		var body []byte
-		if hdr, body, err = cenats.Encode(ctx, ev, h.cfg.Mode); err == nil {
-			out := &nats.Msg{Subject: h.cfg.ResultSubjectPrefix + "." + string(o), Header: hdr, Data: body}
-			pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
-			_, err = h.pub.PublishMsg(pctx, out, jetstream.WithMsgID(ev.ID()))
-			cancel()
-		}
+		out := &nats.Msg{Subject: h.cfg.ResultSubjectPrefix + "." + outcome, Header: hdr, Data: body}
+		pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+		_, err = h.pub.PublishMsg(pctx, out, jetstream.WithMsgID(result.ID()))
+		cancel()
 	}
 	if err != nil {
-		h.log.Warn("could not store result, retrying", "request_id", req.ID, "outcome", o, "err", err)
+		h.log.Warn("could not store result, retrying", "result_id", result.ID(), "outcome", outcome, "err", err)
 		return action{kind: nak, delay: h.cfg.RetryBase, reason: "result not stored"}
 	}
-	h.rec.ResultStored(string(o))
-	args := []any{"request_id", req.ID, "request_source", req.Source, "publisher", req.PublisherID,
-		"offer", req.OfferID, "outcome", o, "status", d.StatusCode, "attempts", d.Attempts, "result_id", ev.ID()}
+	h.rec.ResultStored(outcome)
+	var d cancelevent.ResultData
+	_ = json.Unmarshal(result.Data(), &d)
+	args := []any{"request_id", d.RequestID, "request_source", d.RequestSource, "publisher", d.PublisherID,
+		"offer", d.OfferID, "outcome", outcome, "status", d.StatusCode, "attempts", d.Attempts, "result_id", result.ID()}
 	if d.CorrelationID != "" {
 		args = append(args, "correlation_id", d.CorrelationID)
 	}
@@ -220,6 +295,31 @@ func (h *Handler) publishResult(ctx context.Context, req cancelevent.Request, o 
 	}
 	h.log.Info("result stored", args...)
 	return action{kind: ack}
+}
+
+// keepAlive reports msg in progress every Heartbeat until the returned func is called.
+func (h *Handler) keepAlive(msg jetstream.Msg) (stop func()) {
+	if h.cfg.Heartbeat <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(h.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					h.log.Debug("in-progress report failed", "err", err)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // retryDelay is exponential in the attempt with equal jitter, capped at RetryMax, and never

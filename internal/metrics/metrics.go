@@ -25,6 +25,7 @@ type Metrics struct {
 	apiDuration  *prometheus.HistogramVec
 	results      *prometheus.CounterVec
 	deadLetters  prometheus.Counter
+	duplicates   prometheus.Counter
 	retries      prometheus.Counter
 	redeliveries prometheus.Counter
 	inFlight     prometheus.Gauge
@@ -51,6 +52,10 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "dead_letters_total",
 			Help: "Messages moved to the dead-letter subject because they are not cancel requests.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "duplicates_total",
+			Help: "Requests answered from their idempotency record, without calling the API.",
 		}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "retries_total",
@@ -79,7 +84,7 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 	for _, o := range outcomes {
 		m.results.WithLabelValues(o)
 	}
-	reg.MustRegister(m.apiRequests, m.apiDuration, m.results, m.deadLetters, m.retries, m.redeliveries,
+	reg.MustRegister(m.apiRequests, m.apiDuration, m.results, m.deadLetters, m.duplicates, m.retries, m.redeliveries,
 		m.inFlight, m.processing, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -96,6 +101,9 @@ func (m *Metrics) ResultStored(outcome string) { m.results.WithLabelValues(outco
 
 // DeadLettered counts a message moved to the dead-letter subject.
 func (m *Metrics) DeadLettered() { m.deadLetters.Inc() }
+
+// Duplicate counts a request answered from its idempotency record.
+func (m *Metrics) Duplicate() { m.duplicates.Inc() }
 
 // Retried counts a request handed back for a delayed retry.
 func (m *Metrics) Retried() { m.retries.Inc() }

@@ -23,12 +23,28 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/handler"
+	"github.com/cpcancel/cpcancel/internal/idempotency"
 	"github.com/cpcancel/cpcancel/internal/metrics"
 	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
-// publishTimeout bounds one result publish; it is part of AckWait's budget.
-const publishTimeout = 10 * time.Second
+const (
+	// publishTimeout bounds one result publish.
+	publishTimeout = 10 * time.Second
+	// ackWait is how long JetStream waits for news of a delivery before redelivering it. Workers
+	// report progress every heartbeat, so it bounds how soon a crashed worker's message is
+	// redelivered, not how long one request may take.
+	ackWait   = 30 * time.Second
+	heartbeat = ackWait / 3
+)
+
+// leaseTTL bounds how long one worker may hold a request: the longest legitimate processing of one
+// delivery (an API call, its one retry after a 401, the record and the result publish) plus a
+// margin. After a crash, the request waits this long at most before another worker may call the
+// API for it.
+func leaseTTL(cfg config.Config) time.Duration {
+	return 2*cfg.HTTPTimeout + 2*publishTimeout + 5*time.Second
+}
 
 // Service is one cpcancel instance. Create it with New and call Run once.
 type Service struct {
@@ -59,18 +75,17 @@ func (s *Service) HTTPURL() string { return s.httpURL }
 // Registry is the registry holding the service's metrics.
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
-// Topology derives the streams and consumer from the configuration. AckWait covers the longest
-// legitimate processing of one delivery (an API call, its one retry after a 401, and the result
-// publish) plus a margin, so JetStream never redelivers work still in progress. MaxDeliver leaves
-// room above MaxAttempts for deliveries lost to publish failures or shutdowns, so the handler, not
-// the broker, decides when a request has failed.
+// Topology derives the streams and consumer from the configuration. MaxDeliver leaves room above
+// MaxAttempts for deliveries spent waiting on another worker's lease or lost to publish failures
+// and shutdowns, so the handler, not the broker, decides when a request has failed. MaxAckPending
+// lets every worker of many replicas be busy while retries wait out their delays.
 func Topology(cfg config.Config) broker.Topology {
 	return broker.Topology{
 		RequestStream: cfg.RequestStream, RequestSubject: cfg.RequestSubject,
 		ResultStream: cfg.ResultStream, ResultSubjectPrefix: cfg.ResultSubject,
 		DeadLetterStream: cfg.DeadLetterStrm, DeadLetterSubject: cfg.DeadLetter,
 		Consumer:      cfg.Consumer,
-		AckWait:       2*cfg.HTTPTimeout + publishTimeout + 30*time.Second,
+		AckWait:       ackWait,
 		MaxDeliver:    cfg.MaxAttempts + 10,
 		MaxAckPending: max(1000, 20*cfg.Concurrency),
 	}
@@ -125,14 +140,21 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	topo := Topology(cfg)
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelSetup()
 	consumer, err := s.consumer(setupCtx, js, topo)
-	cancel()
 	if err != nil {
 		ln.Close()
 		return err
 	}
 
+	store, err := idempotency.Open(setupCtx, js, idempotency.Config{
+		Bucket: cfg.IdempotencyKV, TTL: cfg.IdempotencyTTL, Lease: leaseTTL(cfg), Provision: cfg.Provision,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	api, err := cloudpartner.New(cloudpartner.Config{
 		BaseURL: cfg.BaseURL, APIVersion: cfg.APIVersion, Tokens: tokenSource(cfg),
 		Timeout: cfg.HTTPTimeout, Observer: m,
@@ -144,8 +166,8 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	h := handler.New(handler.Config{
 		Source: cfg.Source, ResultSubjectPrefix: cfg.ResultSubject, DeadLetterSubject: cfg.DeadLetter,
 		Mode: mode, MaxAttempts: cfg.MaxAttempts, MaxRequestBytes: cfg.MaxRequestBytes,
-		PublishTimeout: publishTimeout, Logger: s.log,
-	}, api, js, m)
+		PublishTimeout: publishTimeout, Heartbeat: heartbeat, Logger: s.log,
+	}, api, js, store, m)
 
 	pool, err := worker.Start(consumer, cfg.Concurrency, cfg.ShutdownTimeout, s.log)
 	if err != nil {

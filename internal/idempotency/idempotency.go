@@ -1,0 +1,162 @@
+// Package idempotency records, per request, who is working on it and what its result was, in a
+// JetStream KeyValue bucket, so that a redelivered or re-sent request never calls the API again
+// and two workers never call it for the same request at once.
+//
+// A request's entry goes through: absent → leased (Create, with a per-key TTL: a crashed worker's
+// lease expires by itself) → done (Update with the result event, kept for the bucket's TTL). A
+// lease is released (deleted) when the work is handed back for a retry.
+package idempotency
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config configures a Store.
+type Config struct {
+	// Bucket is the KeyValue bucket name.
+	Bucket string
+	// TTL is how long a recorded result is kept (CPCANCEL_IDEMPOTENCY_TTL).
+	TTL time.Duration
+	// Lease bounds how long one worker may hold a request; it must outlive the longest
+	// processing of one delivery.
+	Lease time.Duration
+	// Provision creates or updates the bucket; otherwise it must exist.
+	Provision bool
+}
+
+// Store is safe for concurrent use.
+type Store struct {
+	kv    jetstream.KeyValue
+	lease time.Duration
+	owner string
+}
+
+// BusyError is returned by Claim while another worker holds the request.
+type BusyError struct {
+	// Until is when the other worker's lease ends at the latest.
+	Until time.Time
+}
+
+func (e *BusyError) Error() string {
+	return "request is being processed by another worker until " + e.Until.Format(time.RFC3339)
+}
+
+// entry is the JSON value of a key.
+type entry struct {
+	State   string          `json:"state"` // "leased" or "done"
+	Owner   string          `json:"owner,omitempty"`
+	Expires time.Time       `json:"expires,omitzero"`
+	Result  json.RawMessage `json:"result,omitempty"`
+}
+
+const (
+	stateLeased = "leased"
+	stateDone   = "done"
+)
+
+// Open binds to the bucket, creating or updating it when cfg.Provision is set. Per-key lease TTLs
+// need the bucket's LimitMarkerTTL, which can only be set when the bucket is created.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	var kv jetstream.KeyValue
+	var err error
+	if cfg.Provision {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:         cfg.Bucket,
+			Description:    "cpcancel: per-request leases and recorded results",
+			History:        1,
+			TTL:            cfg.TTL,
+			Storage:        jetstream.FileStorage,
+			LimitMarkerTTL: time.Minute,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("provision idempotency bucket %s: %w", cfg.Bucket, err)
+		}
+	} else if kv, err = js.KeyValue(ctx, cfg.Bucket); err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("idempotency bucket %q (CPCANCEL_IDEMPOTENCY_BUCKET) does not exist: create it or set CPCANCEL_PROVISION=true", cfg.Bucket)
+		}
+		return nil, fmt.Errorf("look up idempotency bucket %s: %w", cfg.Bucket, err)
+	}
+	host, _ := os.Hostname()
+	return &Store{kv: kv, lease: cfg.Lease, owner: host + "/" + strconv.Itoa(os.Getpid())}, nil
+}
+
+// Key is the bucket key of the request (source, id): a hash, since ids may hold any character.
+func Key(source, id string) string {
+	h := sha256.New()
+	h.Write([]byte(source))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Lease is the right to process one request. Exactly one of Complete and Release should follow.
+type Lease struct {
+	s   *Store
+	key string
+	rev uint64
+}
+
+// Claim takes the lease on key. It returns the lease when the caller may go on, or the recorded
+// result when the request was answered before, or a *BusyError while another worker holds it.
+// Any other error means the store could not be reached: retry later.
+func (s *Store) Claim(ctx context.Context, key string) (lease *Lease, recorded []byte, err error) {
+	until := time.Now().Add(s.lease)
+	val, err := json.Marshal(entry{State: stateLeased, Owner: s.owner, Expires: until})
+	if err != nil {
+		return nil, nil, err
+	}
+	rev, err := s.kv.Create(ctx, key, val, jetstream.KeyTTL(s.lease))
+	if err == nil {
+		return &Lease{s: s, key: key, rev: rev}, nil, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, nil, fmt.Errorf("claim request: %w", err)
+	}
+	kve, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// The holder's lease just ended or was released: try again soon.
+		return nil, nil, &BusyError{Until: time.Now()}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read request state: %w", err)
+	}
+	var e entry
+	if err := json.Unmarshal(kve.Value(), &e); err != nil {
+		return nil, nil, fmt.Errorf("read request state: %w", err)
+	}
+	if e.State == stateDone {
+		return nil, e.Result, nil
+	}
+	return nil, nil, &BusyError{Until: e.Expires}
+}
+
+// Complete records the result of the leased request for the bucket's TTL.
+func (l *Lease) Complete(ctx context.Context, result []byte) error {
+	val, err := json.Marshal(entry{State: stateDone, Result: result})
+	if err != nil {
+		return err
+	}
+	if _, err := l.s.kv.Update(ctx, l.key, val, l.rev); err != nil {
+		return fmt.Errorf("record result: %w", err)
+	}
+	return nil
+}
+
+// Release gives the lease up so that the next delivery can claim it at once.
+func (l *Lease) Release(ctx context.Context) error {
+	if err := l.s.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev)); err != nil {
+		return fmt.Errorf("release lease: %w", err)
+	}
+	return nil
+}
