@@ -26,27 +26,35 @@ const (
 // terminate it; if the dead letter cannot be stored, the message is retried instead.
 func (h *Handler) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason string) action {
 	reason = boundReason(reason)
-	hdr := make(nats.Header, len(msg.Headers())+3)
-	for k, vs := range msg.Headers() {
+	if err := h.storeDeadLetter(ctx, msg.Headers(), msg.Data(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
+		h.log.Warn("could not store dead letter, retrying", "stream_seq", meta.Sequence.Stream, "err", err)
+		return action{kind: nak, delay: h.cfg.RetryBase, reason: "dead letter not stored"}
+	}
+	return action{kind: term, reason: reason}
+}
+
+// storeDeadLetter publishes a copy of a request message with the reason and where it came from.
+func (h *Handler) storeDeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error {
+	hdr := make(nats.Header, len(header)+3)
+	for k, vs := range header {
 		if strings.HasPrefix(strings.ToLower(k), "nats-") {
 			k = originalPrefix + k
 		}
 		hdr[k] = append([]string(nil), vs...)
 	}
 	hdr.Set(HeaderReason, reason)
-	hdr.Set(HeaderStream, meta.Stream)
-	hdr.Set(HeaderStreamSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
-	out := &nats.Msg{Subject: h.cfg.DeadLetterSubject, Header: hdr, Data: msg.Data()}
+	hdr.Set(HeaderStream, stream)
+	hdr.Set(HeaderStreamSequence, strconv.FormatUint(seq, 10))
+	out := &nats.Msg{Subject: h.cfg.DeadLetterSubject, Header: hdr, Data: data}
 	pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	defer cancel()
-	id := fmt.Sprintf("deadletter:%s:%d", meta.Stream, meta.Sequence.Stream)
+	id := fmt.Sprintf("deadletter:%s:%d", stream, seq)
 	if _, err := h.pub.PublishMsg(pctx, out, jetstream.WithMsgID(id)); err != nil {
-		h.log.Warn("could not store dead letter, retrying", "stream_seq", meta.Sequence.Stream, "err", err)
-		return action{kind: nak, delay: h.cfg.RetryBase, reason: "dead letter not stored"}
+		return err
 	}
 	h.rec.DeadLettered()
-	h.log.Warn("dead-lettered message", "stream_seq", meta.Sequence.Stream, "reason", reason)
-	return action{kind: term, reason: reason}
+	h.log.Warn("dead-lettered message", "stream_seq", seq, "reason", reason)
+	return nil
 }
 
 // boundReason keeps a reason short, on one line and valid UTF-8, fit for a header.

@@ -162,15 +162,9 @@ func (h *Handler) settle(msg jetstream.Msg, meta *jetstream.MsgMetadata, a actio
 
 func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) action {
 	attempt := int(meta.NumDelivered)
-	if size := len(msg.Data()) + headerSize(msg.Headers()); size > h.cfg.MaxRequestBytes {
-		return h.deadLetter(ctx, msg, meta, fmt.Sprintf("message of %d bytes exceeds CPCANCEL_MAX_REQUEST_BYTES (%d)", size, h.cfg.MaxRequestBytes))
-	}
-	ev, err := cenats.Decode(ctx, msg.Headers(), msg.Data())
-	if err != nil {
-		return h.deadLetter(ctx, msg, meta, err.Error())
-	}
-	if ev.Type() != cancelevent.RequestType {
-		return h.deadLetter(ctx, msg, meta, fmt.Sprintf("CloudEvent type %q is not %s", ev.Type(), cancelevent.RequestType))
+	ev, reason := h.decode(ctx, msg.Headers(), msg.Data())
+	if reason != "" {
+		return h.deadLetter(ctx, msg, meta, reason)
 	}
 	lease, recorded, err := h.store.Claim(ctx, idempotency.Key(ev.Source(), ev.ID()))
 	var busy *idempotency.BusyError
@@ -194,13 +188,33 @@ func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		}
 		return *retry
 	}
+	return h.finish(ctx, lease, result)
+}
+
+// finish records the result under the lease, then publishes it.
+func (h *Handler) finish(ctx context.Context, lease *idempotency.Lease, result *event.Event) action {
 	if recorded, err := json.Marshal(result); err != nil {
-		h.log.Error("could not encode result for the record", "request_id", ev.ID(), "err", err)
+		h.log.Error("could not encode result for the record", "result_id", result.ID(), "err", err)
 	} else if err := lease.Complete(ctx, recorded); err != nil {
 		// The result is still published; only a later re-send could call the API again.
-		h.log.Warn("could not record result", "request_id", ev.ID(), "err", err)
+		h.log.Warn("could not record result", "result_id", result.ID(), "err", err)
 	}
 	return h.publish(ctx, result)
+}
+
+// decode reads a cancel request, or says why the message is not one.
+func (h *Handler) decode(ctx context.Context, header nats.Header, data []byte) (ev *event.Event, notRequest string) {
+	if size := len(data) + headerSize(header); size > h.cfg.MaxRequestBytes {
+		return nil, fmt.Sprintf("message of %d bytes exceeds CPCANCEL_MAX_REQUEST_BYTES (%d)", size, h.cfg.MaxRequestBytes)
+	}
+	ev, err := cenats.Decode(ctx, header, data)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if ev.Type() != cancelevent.RequestType {
+		return nil, fmt.Sprintf("CloudEvent type %q is not %s", ev.Type(), cancelevent.RequestType)
+	}
+	return ev, ""
 }
 
 // answer works out the result of a request: validation, then the API call. It returns a nil

@@ -5,6 +5,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,8 +30,8 @@ import (
 )
 
 const (
-	// publishTimeout bounds one result publish.
-	publishTimeout = 10 * time.Second
+	// publishTimeout bounds one result publish; a failed publish is retried by redelivery.
+	publishTimeout = 5 * time.Second
 	// ackWait is how long JetStream waits for news of a delivery before redelivering it. Workers
 	// report progress every heartbeat, so it bounds how soon a crashed worker's message is
 	// redelivered, not how long one request may take.
@@ -169,6 +170,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		PublishTimeout: publishTimeout, Heartbeat: heartbeat, Logger: s.log,
 	}, api, js, store, m)
 
+	if err := s.watchExhausted(ctx, nc, js, h); err != nil {
+		ln.Close()
+		return err
+	}
 	pool, err := worker.Start(consumer, cfg.Concurrency, cfg.ShutdownTimeout, s.log)
 	if err != nil {
 		ln.Close()
@@ -208,6 +213,39 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream, topo bro
 		return broker.Provision(ctx, js, topo)
 	}
 	return broker.Bind(ctx, js, topo)
+}
+
+// watchExhausted subscribes to JetStream's max-deliveries advisory of the consumer, so that a
+// request whose deliveries ran out without being settled (a worker crashing on it each time, a
+// MaxDeliver set too low) still gets a failed result. Advisories are not stored: one sent while
+// no replica runs is missed, and its request stays in the stream for an operator to see.
+func (s *Service) watchExhausted(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, h *handler.Handler) error {
+	cfg := s.cfg
+	stream, err := js.Stream(ctx, cfg.RequestStream)
+	if err != nil {
+		return fmt.Errorf("request stream %s: %w", cfg.RequestStream, err)
+	}
+	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", cfg.RequestStream, cfg.Consumer)
+	_, err = nc.Subscribe(subject, func(m *nats.Msg) {
+		var adv struct {
+			StreamSeq  uint64 `json:"stream_seq"`
+			Deliveries uint64 `json:"deliveries"`
+		}
+		if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
+			s.log.Error("unreadable max-deliveries advisory", "err", err)
+			return
+		}
+		s.log.Warn("request ran out of deliveries", "stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := h.Exhausted(actx, stream, cfg.RequestStream, adv.StreamSeq, adv.Deliveries); err != nil {
+			s.log.Error("could not answer exhausted request", "stream_seq", adv.StreamSeq, "err", err)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", subject, err)
+	}
+	return nil
 }
 
 func tokenSource(cfg config.Config) cloudpartner.TokenSource {
