@@ -107,6 +107,11 @@ func (c Config) Validate() error {
 	case strings.ContainsAny(c.Token, " \t\r\n"):
 		bad("CLOUDPARTNER_TOKEN", "must not contain white space")
 	}
+	if c.TokenFile != "" && c.Token == "" {
+		if _, err := os.Stat(c.TokenFile); err != nil {
+			bad("CLOUDPARTNER_TOKEN_FILE", "%v", err)
+		}
+	}
 	positive := map[string]int{"MAX_ATTEMPTS": c.MaxAttempts, "CONCURRENCY": c.Concurrency, "MAX_REQUEST_BYTES": c.MaxRequestBytes}
 	for _, name := range []string{"MAX_ATTEMPTS", "CONCURRENCY", "MAX_REQUEST_BYTES"} {
 		if positive[name] < 1 {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -192,6 +193,10 @@ func TestLoadWithoutToken(t *testing.T) {
 
 // A value that is invalid in one setting is fine in another; Validate must not be stricter than SPEC.
 func TestLoadValid(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		env  []string
@@ -203,8 +208,8 @@ func TestLoadValid(t *testing.T) {
 			func(c *config.Config) { c.BaseURL = "http://localhost:8081" }},
 		{"http on ::1", []string{"CPCANCEL_CLOUDPARTNER_BASE_URL", "http://[::1]:8081"},
 			func(c *config.Config) { c.BaseURL = "http://[::1]:8081" }},
-		{"token file instead of token", []string{"CPCANCEL_CLOUDPARTNER_TOKEN", "", "CPCANCEL_CLOUDPARTNER_TOKEN_FILE", "/run/secrets/token"},
-			func(c *config.Config) { c.Token, c.TokenFile = "", "/run/secrets/token" }},
+		{"token file instead of token", []string{"CPCANCEL_CLOUDPARTNER_TOKEN", "", "CPCANCEL_CLOUDPARTNER_TOKEN_FILE", tokenFile},
+			func(c *config.Config) { c.Token, c.TokenFile = "", tokenFile }},
 		{"embedded settings unused with NATS_URL", []string{"NATS_URL", "nats://nats:4222", "CPCANCEL_DATA_DIR", "", "CPCANCEL_EMBEDDED_LISTEN", "nohost"},
 			func(c *config.Config) { c.NATSURL, c.DataDir, c.EmbeddedListen = "nats://nats:4222", "", "nohost" }},
 		{"upper bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "100", "CPCANCEL_CONCURRENCY", "4096"},
@@ -293,5 +298,13 @@ func TestUsage(t *testing.T) {
 		if l := line(key); !strings.Contains(l, " "+def+" ") {
 			t.Errorf("Usage row of %s = %q, want default %s", key, l, def)
 		}
+	}
+}
+
+func TestLoadMissingTokenFile(t *testing.T) {
+	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN_FILE", "/nonexistent/token")
+	_, err := config.Load()
+	if err == nil || !strings.HasPrefix(err.Error(), "CPCANCEL_CLOUDPARTNER_TOKEN_FILE: ") {
+		t.Errorf("Load with a missing token file: %v, want an error naming CPCANCEL_CLOUDPARTNER_TOKEN_FILE", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -361,5 +363,33 @@ func TestBindWithoutProvision(t *testing.T) {
 	st.publish(t, cenats.Binary, request(t, "/test", "bound-1", "contoso", "sync-offer"))
 	if r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)[0]; r.data.RequestID != "bound-1" {
 		t.Errorf("result = %+v", r.data)
+	}
+}
+
+// TestTokenFileRotation checks the 401 path: a stale token is refreshed from the file once, a
+// request still refused after that fails with 401, and a rotated file is picked up without restart.
+func TestTokenFileRotation(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("stale-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := startStack(t, map[string]string{"CPCANCEL_CLOUDPARTNER_TOKEN": "", "CPCANCEL_CLOUDPARTNER_TOKEN_FILE": tokenFile})
+
+	st.publish(t, cenats.Binary, request(t, "/test", "with-stale-token", "contoso", "sync-offer"))
+	r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)[0]
+	if r.ev.Type() != cancelevent.Failed.Type() || r.data.StatusCode != 401 || r.data.Error == nil || r.data.Error.Code != "Unauthorized" {
+		t.Errorf("with a stale token: %s %+v %+v", r.ev.Type(), r.data, r.data.Error)
+	}
+	if got := metricValue(t, st.svc.Registry(), "cpcancel_api_requests_total", "code", "401"); got != 2 {
+		t.Errorf("401 answers = %v, want 2 (the call and its one retry with a re-read token)", got)
+	}
+
+	if err := os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st.publish(t, cenats.Binary, request(t, "/test", "after-rotation", "contoso", "sync-offer"))
+	rs := byRequest(t, st.waitStream(t, "CPCANCEL_RESULTS", 2, 10*time.Second))
+	if r := rs["after-rotation"]; r.ev.Type() != cancelevent.Cancelled.Type() || r.data.StatusCode != 200 {
+		t.Errorf("after rotation: %s %+v", r.ev.Type(), r.data)
 	}
 }
