@@ -88,22 +88,7 @@ func publishMany(t *testing.T, st *stack, prefix string, n int) []string {
 // waitCount waits until stream holds at least n messages.
 func waitCount(t *testing.T, st *stack, stream string, n uint64, timeout time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	s, err := st.js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		info, err := s.Info(ctx)
-		if err == nil && info.State.Msgs >= n {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("stream %s: fewer than %d messages after %s", stream, n, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	st.waitMsgs(t, stream, timeout, fmt.Sprintf("at least %d", n), func(have uint64) bool { return have >= n })
 }
 
 // checkExactlyOnce asserts one result per offer and returns how many offers the API saw twice.

@@ -235,22 +235,7 @@ func TestDeadLetters(t *testing.T) {
 
 func waitEmpty(t *testing.T, st *stack, stream string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := st.js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		info, err := s.Info(ctx)
-		if err == nil && info.State.Msgs == 0 {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("stream %s still holds messages: %+v", stream, info.State)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	st.waitMsgs(t, stream, 10*time.Second, "none", func(n uint64) bool { return n == 0 })
 }
 
 // TestTransientRetries checks retries through JetStream redelivery: 503 twice then 202, and 429

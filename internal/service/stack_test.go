@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -150,8 +151,8 @@ type stored struct {
 	data    cancelevent.ResultData
 }
 
-// waitStream returns the messages of stream once it holds want of them (or fails after timeout).
-func (st *stack) waitStream(t *testing.T, stream string, want int, timeout time.Duration) []stored {
+// waitMsgs waits until the message count of stream satisfies ok, failing the test after timeout.
+func (st *stack) waitMsgs(t *testing.T, stream string, timeout time.Duration, want string, ok func(n uint64) bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -159,12 +160,28 @@ func (st *stack) waitStream(t *testing.T, stream string, want int, timeout time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	for ctx.Err() == nil {
+	var n uint64
+	for {
 		info, err := s.Info(ctx)
-		if err == nil && info.State.Msgs >= uint64(want) {
-			break
+		if err == nil {
+			if n = info.State.Msgs; ok(n) {
+				return
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		if ctx.Err() != nil {
+			t.Fatalf("stream %s holds %d messages after %s, want %s", stream, n, timeout, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitStream returns the messages of stream once it holds want of them (or fails after timeout).
+func (st *stack) waitStream(t *testing.T, stream string, want int, timeout time.Duration) []stored {
+	t.Helper()
+	st.waitMsgs(t, stream, timeout, fmt.Sprint(want), func(n uint64) bool { return n >= uint64(want) })
+	s, err := st.js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var out []stored
 	info, err := s.Info(context.Background())
