@@ -1,7 +1,7 @@
 // Command loadgen measures cpcancel end to end on this machine: by default it starts an embedded
-// JetStream server, the API emulator with the chosen latency and cpcancel itself, publishes
-// -n requests and prints throughput, latency percentiles and lost/duplicated results.
-// With -nats it targets a NATS server where cpcancel already runs.
+// JetStream server and the API emulator with the chosen latency, runs cpcancel as a child process,
+// publishes -n requests and prints throughput, latency percentiles, lost/duplicated results and
+// cpcancel's peak RSS. With -nats it targets a NATS server where cpcancel already runs.
 package main
 
 import (
@@ -10,15 +10,22 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
+	"github.com/cpcancel/cpcancel/internal/cli"
 	"github.com/cpcancel/cpcancel/internal/loadgen"
+	"github.com/cpcancel/cpcancel/internal/metrics"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := realMain(ctx)
+	run := realMain
+	if os.Getenv(loadgen.ChildEnv) == "1" {
+		run = runChild
+	}
+	err := run(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -35,7 +42,8 @@ func realMain(ctx context.Context) error {
 	flag.StringVar(&o.Offer, "offer", "loadgen-offer", "offer id of every request (emulator catalogue: sync* answers 200, others 202)")
 	flag.StringVar(&s.NATSURL, "nats", "", "NATS URL where cpcancel already runs (empty: start everything here)")
 	flag.DurationVar(&s.Latency, "latency", 0, "API emulator latency (embedded stack only)")
-	flag.IntVar(&s.Concurrency, "concurrency", 32, "CPCANCEL_CONCURRENCY of the embedded cpcancel")
+	flag.IntVar(&s.Concurrency, "concurrency", 32, "CPCANCEL_CONCURRENCY of the cpcancel started here")
+	flag.StringVar(&s.CPUProfile, "cpuprofile", "", "write a CPU profile of the cpcancel started here to this file")
 	flag.Parse()
 	o.RequestSubject, o.ResultStream = "cloudpartner.cancel.requests", "CPCANCEL_RESULTS"
 
@@ -47,8 +55,8 @@ func realMain(ctx context.Context) error {
 	fmt.Printf("loadgen: %d requests, rate %s, API latency %s, concurrency %d\n", o.Requests, rateText(o.Rate), s.Latency, s.Concurrency)
 	r, err := loadgen.Run(ctx, js, o)
 	r.Print(os.Stdout)
-	if rss, ok := loadgen.PeakRSS(); ok && s.NATSURL == "" {
-		fmt.Printf("peak RSS of this process (cpcancel + nats-server + emulator + loadgen): %.1f MiB\n", float64(rss)/(1<<20))
+	if rss, ok := s.ChildPeakRSS(); ok {
+		fmt.Printf("cpcancel peak RSS %.1f MiB\n", float64(rss)/(1<<20))
 	}
 	return err
 }
@@ -58,4 +66,20 @@ func rateText(r float64) string {
 		return "max"
 	}
 	return fmt.Sprintf("%.0f/s", r)
+}
+
+// runChild is cpcancel itself, configured by the environment the parent set.
+func runChild(ctx context.Context) error {
+	if path := os.Getenv("CPCANCEL_LOADGEN_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	return cli.Run(ctx, nil, metrics.Build{Version: "loadgen"}, os.Stdout, os.Stderr)
 }

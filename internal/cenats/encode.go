@@ -78,6 +78,9 @@ func (w *writer) Start(context.Context) error { return nil }
 func (w *writer) End(context.Context) error   { return nil }
 
 func (w *writer) SetData(data io.Reader) error {
+	if r, ok := data.(interface{ Len() int }); ok {
+		w.body.Grow(r.Len()) // sdk-go hands over a *bytes.Reader: no 512-byte read-ahead
+	}
 	_, err := w.body.ReadFrom(data)
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -311,29 +312,34 @@ func (h *Handler) publish(ctx context.Context, result *event.Event) action {
 	return action{kind: ack}
 }
 
-// keepAlive reports msg in progress every Heartbeat until the returned func is called.
+// keepAlive reports msg in progress every Heartbeat until the returned func is called. A timer,
+// not a goroutine, waits between reports: most messages finish before the first one.
 func (h *Handler) keepAlive(msg jetstream.Msg) (stop func()) {
 	if h.cfg.Heartbeat <= 0 {
 		return func() {}
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(h.cfg.Heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := msg.InProgress(); err != nil {
-					h.log.Debug("in-progress report failed", "err", err)
-				}
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // the callback must not see t before it is set
+	defer mu.Unlock()
+	t = time.AfterFunc(h.cfg.Heartbeat, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	return func() { close(done); <-finished }
+		if err := msg.InProgress(); err != nil {
+			h.log.Debug("in-progress report failed", "err", err)
+		}
+		t.Reset(h.cfg.Heartbeat)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // retryDelay is exponential in the attempt with equal jitter, capped at RetryMax, and never

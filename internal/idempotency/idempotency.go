@@ -51,18 +51,18 @@ func (e *BusyError) Error() string {
 	return "request is being processed by another worker until " + e.Until.Format(time.RFC3339)
 }
 
-// entry is the JSON value of a key.
-type entry struct {
-	State   string          `json:"state"` // "leased" or "done"
-	Owner   string          `json:"owner,omitempty"`
-	Expires time.Time       `json:"expires,omitzero"`
-	Result  json.RawMessage `json:"result,omitempty"`
-}
-
+// An entry's value is one state byte and its payload: a lease's owner and end, or the recorded
+// result event (structured JSON) as it is, so that recording and reading it costs no re-encoding.
 const (
-	stateLeased = "leased"
-	stateDone   = "done"
+	stateLeased = 'L'
+	stateDone   = 'D'
 )
+
+// lease is the payload of a leased entry, kept for operators reading the bucket.
+type lease struct {
+	Owner   string    `json:"owner"`
+	Expires time.Time `json:"expires"`
+}
 
 // Open binds to the bucket, creating or updating it when cfg.Provision is set. Per-key lease TTLs
 // need the bucket's LimitMarkerTTL, which can only be set when the bucket is created.
@@ -110,13 +110,13 @@ type Lease struct {
 // Claim takes the lease on key. It returns the lease when the caller may go on, or the recorded
 // result when the request was answered before, or a *BusyError while another worker holds it.
 // Any other error means the store could not be reached: retry later.
-func (s *Store) Claim(ctx context.Context, key string) (lease *Lease, recorded []byte, err error) {
+func (s *Store) Claim(ctx context.Context, key string) (claimed *Lease, recorded []byte, err error) {
 	until := time.Now().Add(s.lease)
-	val, err := json.Marshal(entry{State: stateLeased, Owner: s.owner, Expires: until})
+	payload, err := json.Marshal(lease{Owner: s.owner, Expires: until})
 	if err != nil {
 		return nil, nil, err
 	}
-	rev, err := s.kv.Create(ctx, key, val, jetstream.KeyTTL(s.lease))
+	rev, err := s.kv.Create(ctx, key, append([]byte{stateLeased}, payload...), jetstream.KeyTTL(s.lease))
 	if err == nil {
 		return &Lease{s: s, key: key, rev: rev}, nil, nil
 	}
@@ -131,22 +131,24 @@ func (s *Store) Claim(ctx context.Context, key string) (lease *Lease, recorded [
 	if err != nil {
 		return nil, nil, fmt.Errorf("read request state: %w", err)
 	}
-	var e entry
-	if err := json.Unmarshal(kve.Value(), &e); err != nil {
-		return nil, nil, fmt.Errorf("read request state: %w", err)
+	v := kve.Value()
+	switch {
+	case len(v) > 1 && v[0] == stateDone:
+		return nil, v[1:], nil
+	case len(v) > 1 && v[0] == stateLeased:
+		var l lease
+		if err := json.Unmarshal(v[1:], &l); err != nil {
+			return nil, nil, fmt.Errorf("read request state: %w", err)
+		}
+		return nil, nil, &BusyError{Until: l.Expires}
 	}
-	if e.State == stateDone {
-		return nil, e.Result, nil
-	}
-	return nil, nil, &BusyError{Until: e.Expires}
+	return nil, nil, fmt.Errorf("read request state: unknown value %q", v[:min(len(v), 16)])
 }
 
 // Complete records the result of the leased request for the bucket's TTL.
 func (l *Lease) Complete(ctx context.Context, result []byte) error {
-	val, err := json.Marshal(entry{State: stateDone, Result: result})
-	if err != nil {
-		return err
-	}
+	val := make([]byte, 0, 1+len(result))
+	val = append(append(val, stateDone), result...)
 	if _, err := l.s.kv.Update(ctx, l.key, val, l.rev); err != nil {
 		return fmt.Errorf("record result: %w", err)
 	}

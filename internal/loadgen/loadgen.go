@@ -4,20 +4,17 @@ package loadgen
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 )
 
 // Options describes one load run.
@@ -30,7 +27,7 @@ type Options struct {
 	Timeout time.Duration
 	// RequestSubject and ResultStream are where requests go and results are read.
 	RequestSubject, ResultStream string
-	// Offer is the offer id every request names (the emulator's catalogue decides the outcome).
+	// Offer prefixes every request's offer id (the emulator's catalogue decides the outcome).
 	Offer string
 }
 
@@ -52,20 +49,21 @@ func (r Report) Print(w io.Writer) {
 		r.P50.Round(10*time.Microsecond), r.P90.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond))
 }
 
-// Run publishes the requests on js and waits for their results.
+// Run publishes the requests on js and waits for their results. Each request names its own offer,
+// <Offer>-<run>-<n>, so that results are matched by their subject attribute without decoding.
 func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error) {
 	if o.Requests < 1 || o.Requests > 10_000_000 {
 		return Report{}, fmt.Errorf("requests must be 1 to 10000000, got %d", o.Requests)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	source := "/cpcancel/loadgen/" + run
+	run := strconv.FormatInt(time.Now().UnixNano()%(1<<40), 36)
+	offerPrefix := "publishers/loadgen/offers/" + o.Offer + "-" + run + "-"
 
 	var mu sync.Mutex
 	sent := make([]time.Time, o.Requests)
 	seen := make([]int, o.Requests)
-	var latencies []time.Duration
+	latencies := make([]time.Duration, 0, o.Requests)
 	var last time.Time
 	all := make(chan struct{})
 	results := 0
@@ -75,15 +73,11 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 		return Report{}, fmt.Errorf("watch results: %w", err)
 	}
 	cc, err := c.Consume(func(m jetstream.Msg) {
-		ev, err := cenats.Decode(ctx, m.Headers(), m.Data())
-		if err != nil {
+		n, ok := strings.CutPrefix(m.Headers().Get("ce-subject"), offerPrefix)
+		if !ok {
 			return
 		}
-		var d cancelevent.ResultData
-		if json.Unmarshal(ev.Data(), &d) != nil || d.RequestSource != source {
-			return
-		}
-		i, err := strconv.Atoi(d.RequestID)
+		i, err := strconv.Atoi(n)
 		if err != nil || i < 0 || i >= o.Requests {
 			return
 		}
@@ -93,8 +87,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		seen[i]++
-		if seen[i] > 1 {
+		if seen[i]++; seen[i] > 1 {
 			return
 		}
 		latencies = append(latencies, meta.Timestamp.Sub(sent[i]))
@@ -104,12 +97,12 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 		}
 	})
 	if err != nil {
-		return Report{}, fmt.Errorf("watch results: %w", err)
+		return Report{}, fmt.Errorf("watch results (is the result stream %s there?): %w", o.ResultStream, err)
 	}
 	defer cc.Stop()
 
 	start := time.Now()
-	if err := publish(ctx, js, o, source, func(i int, t time.Time) {
+	if err := publish(ctx, js, o, run, func(i int, t time.Time) {
 		mu.Lock()
 		sent[i] = t
 		mu.Unlock()
@@ -144,13 +137,14 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 	return r, nil
 }
 
-// publish sends the requests asynchronously with a bounded window of unacknowledged publishes,
-// paced to o.Rate when it is set.
-func publish(ctx context.Context, js jetstream.JetStream, o Options, source string, sentAt func(int, time.Time)) error {
+// publish sends binary-mode request events asynchronously, with a bounded window of
+// unacknowledged publishes, paced to o.Rate when it is set.
+func publish(ctx context.Context, js jetstream.JetStream, o Options, run string, sentAt func(int, time.Time)) error {
 	var interval time.Duration
 	if o.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / o.Rate)
 	}
+	source := "/cpcancel/loadgen/" + run
 	start := time.Now()
 	for i := range o.Requests {
 		if interval > 0 {
@@ -158,16 +152,20 @@ func publish(ctx context.Context, js jetstream.JetStream, o Options, source stri
 				time.Sleep(wait)
 			}
 		}
-		ev, err := cancelevent.NewRequest(source, strconv.Itoa(i), cancelevent.RequestData{PublisherID: "loadgen", OfferID: o.Offer}, time.Now())
-		if err != nil {
-			return err
-		}
-		hdr, body, err := cenats.Encode(ctx, ev, cenats.Binary)
-		if err != nil {
-			return err
+		id := strconv.Itoa(i)
+		msg := &nats.Msg{
+			Subject: o.RequestSubject,
+			Header: nats.Header{
+				"ce-specversion":     {"1.0"},
+				"ce-type":            {"cloudpartner.offer.cancel.requested"},
+				"ce-source":          {source},
+				"ce-id":              {id},
+				"ce-datacontenttype": {"application/json"},
+			},
+			Data: []byte(`{"publisherId":"loadgen","offerId":"` + o.Offer + "-" + run + "-" + id + `"}`),
 		}
 		sentAt(i, time.Now())
-		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: o.RequestSubject, Header: hdr, Data: body}); err != nil {
+		if _, err := js.PublishMsgAsync(msg); err != nil {
 			return fmt.Errorf("publish request %d: %w", i, err)
 		}
 	}

@@ -2,30 +2,38 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/broker"
-	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/emulator"
-	"github.com/cpcancel/cpcancel/internal/metrics"
-	"github.com/cpcancel/cpcancel/internal/service"
 )
 
-// Stack is what a load run talks to: an existing NATS server with cpcancel on it, or a
-// self-contained one started here (embedded NATS, emulator and cpcancel on loopback).
+// ChildEnv, set to 1, makes the load tool's binary run cpcancel itself (see Stack).
+const ChildEnv = "CPCANCEL_LOADGEN_CHILD"
+
+// Stack is what a load run talks to: an existing NATS server with cpcancel on it, or one started
+// here: an embedded JetStream server and the API emulator in this process, and cpcancel in a
+// child process (this binary run again with ChildEnv=1), so that its memory can be measured alone.
 type Stack struct {
 	NATSURL     string
 	Latency     time.Duration
 	Concurrency int
+	// CPUProfile, when set, makes the cpcancel child write a CPU profile there.
+	CPUProfile string
+
+	child *exec.Cmd
 }
 
 // Start connects to NATSURL, or starts the self-contained stack; stop undoes it.
@@ -43,7 +51,7 @@ func (s *Stack) Start(ctx context.Context) (js jetstream.JetStream, stop func(),
 	}()
 	url := s.NATSURL
 	if url == "" {
-		if url, err = s.startService(ctx, &stops); err != nil {
+		if url, err = s.startLocal(&stops); err != nil {
 			return nil, stop, err
 		}
 	}
@@ -52,11 +60,16 @@ func (s *Stack) Start(ctx context.Context) (js jetstream.JetStream, stop func(),
 		return nil, stop, fmt.Errorf("connect: %w", err)
 	}
 	stops = append(stops, nc.Close)
-	js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
+		return nil, stop, err
+	}
+	if s.child != nil {
+		err = waitConsuming(ctx, js)
+	}
 	return js, stop, err
 }
 
-func (s *Stack) startService(ctx context.Context, stops *[]func()) (string, error) {
+func (s *Stack) startLocal(stops *[]func()) (string, error) {
 	dir, err := os.MkdirTemp("", "cpcancel-loadgen-")
 	if err != nil {
 		return "", err
@@ -76,31 +89,60 @@ func (s *Stack) startService(ctx context.Context, stops *[]func()) (string, erro
 	go emu.Serve(ln)
 	*stops = append(*stops, func() { emu.Close() })
 
-	cfg, err := config.Read()
+	self, err := os.Executable()
 	if err != nil {
 		return "", err
 	}
-	cfg.NATSURL, cfg.BaseURL, cfg.Token, cfg.TokenFile = ns.ClientURL(), "http://"+ln.Addr().String(), "loadgen", ""
-	cfg.HTTPAddr, cfg.Concurrency, cfg.LogLevel = "127.0.0.1:0", s.Concurrency, "warn"
-	if err := cfg.Validate(); err != nil {
-		return "", err
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), ChildEnv+"=1",
+		"CPCANCEL_NATS_URL="+ns.ClientURL(),
+		"CPCANCEL_CLOUDPARTNER_BASE_URL=http://"+ln.Addr().String(),
+		"CPCANCEL_CLOUDPARTNER_TOKEN=loadgen", "CPCANCEL_CLOUDPARTNER_TOKEN_FILE=",
+		"CPCANCEL_HTTP_ADDR=127.0.0.1:0",
+		"CPCANCEL_CONCURRENCY="+strconv.Itoa(s.Concurrency),
+		"CPCANCEL_LOG_LEVEL=warn",
+		"CPCANCEL_LOADGEN_CPUPROFILE="+s.CPUProfile)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start cpcancel: %w", err)
 	}
-	svc := service.New(cfg, metrics.Build{Version: "loadgen"}, cfg.Logger(os.Stderr))
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(sctx) }()
-	*stops = append(*stops, func() { cancel(); <-done })
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		return "", err
-	}
+	s.child = cmd
+	*stops = append(*stops, func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
 	return ns.ClientURL(), nil
 }
 
-// PeakRSS is this process's peak resident set size (Linux VmHWM).
-func PeakRSS() (bytes int64, ok bool) {
-	b, err := os.ReadFile("/proc/self/status")
+// waitConsuming waits until cpcancel's consumer exists and has a pull request waiting.
+func waitConsuming(ctx context.Context, js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if c, err := js.Consumer(ctx, "CPCANCEL_REQUESTS", "cpcancel"); err == nil {
+			if info, err := c.Info(ctx); err == nil && info.NumWaiting > 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("cpcancel did not start consuming within 30s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ChildPeakRSS is the peak resident set size of the cpcancel child, while it still runs.
+func (s *Stack) ChildPeakRSS() (bytes int64, ok bool) {
+	if s.child == nil {
+		return 0, false
+	}
+	return peakRSS("/proc/" + strconv.Itoa(s.child.Process.Pid) + "/status")
+}
+
+// peakRSS reads VmHWM from a Linux /proc status file.
+func peakRSS(status string) (int64, bool) {
+	b, err := os.ReadFile(status)
 	if err != nil {
 		return 0, false
 	}
