@@ -2,6 +2,7 @@ package cloudpartner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,11 @@ type Config struct {
 	Transport http.RoundTripper
 	// Observer, when set, sees every HTTP exchange, including the retry after a 401.
 	Observer Observer
+	// Limits, when set, hold calls back to protect the API.
+	Limits Limits
+	// MaxIdleConns sizes the default transport's pool of kept-alive connections, which should
+	// match the calls that may be in flight at once; 64 when zero.
+	MaxIdleConns int
 }
 
 // Client calls the Cloud Partner Portal Cancel operation API. It is safe for concurrent use.
@@ -59,6 +65,7 @@ type Client struct {
 	timeout    time.Duration
 	http       *http.Client
 	observer   Observer
+	limiter    *limiter
 }
 
 // New returns a Client for cfg, or an error naming what is wrong with cfg.
@@ -79,6 +86,7 @@ func New(cfg Config) (*Client, error) {
 		tokens:     cfg.Tokens,
 		timeout:    cfg.Timeout,
 		observer:   cfg.Observer,
+		limiter:    newLimiter(cfg.Limits),
 	}
 	if c.apiVersion == "" {
 		c.apiVersion = DefaultAPIVersion
@@ -88,7 +96,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	transport := cfg.Transport
 	if transport == nil {
-		transport = defaultTransport()
+		transport = defaultTransport(cmp.Or(cfg.MaxIdleConns, 64))
 	}
 	c.http = &http.Client{
 		Transport: transport,
@@ -98,14 +106,16 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-func defaultTransport() *http.Transport {
+// defaultTransport keeps up to idle connections alive to the one API host, so that a busy pool
+// of workers does not open a connection per call.
+func defaultTransport(idle int) *http.Transport {
 	t, ok := http.DefaultTransport.(*http.Transport)
 	if !ok {
-		return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}
+		return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: idle}
 	}
 	t = t.Clone()
-	t.MaxIdleConns = 64
-	t.MaxIdleConnsPerHost = 64
+	t.MaxIdleConns = idle
+	t.MaxIdleConnsPerHost = idle
 	t.IdleConnTimeout = 90 * time.Second
 	t.MaxResponseHeaderBytes = 64 << 10
 	return t
@@ -242,6 +252,11 @@ func (c *Client) token(ctx context.Context, refresh bool) (string, error) {
 // post performs one HTTP exchange with its own timeout and classifies the outcome. secrets are
 // redacted from every message built from the response.
 func (c *Client) post(ctx context.Context, endpoint string, body []byte, token string, secrets []string) (Accepted, error) {
+	release, err := c.limiter.acquire(ctx, c.observeThrottle)
+	if err != nil {
+		return Accepted{}, &Error{Code: "canceled", Message: "gave up waiting for the API rate limit", Transient: true, Err: err}
+	}
+	defer release()
 	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, endpoint, bytes.NewReader(body))
@@ -277,6 +292,12 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte, token s
 func (c *Client) observe(code string, elapsed time.Duration) {
 	if c.observer != nil {
 		c.observer.ObserveAPIRequest(code, elapsed)
+	}
+}
+
+func (c *Client) observeThrottle(limit string, waited time.Duration) {
+	if c.observer != nil {
+		c.observer.ObserveThrottle(limit, waited)
 	}
 }
 

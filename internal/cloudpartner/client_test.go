@@ -65,8 +65,18 @@ func (s *apiServer) requests() []seenRequest {
 }
 
 type recordingObserver struct {
-	mu    sync.Mutex
-	codes []string
+	mu        sync.Mutex
+	codes     []string
+	throttled map[string]int
+}
+
+func (o *recordingObserver) ObserveThrottle(limit string, waited time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.throttled == nil {
+		o.throttled = map[string]int{}
+	}
+	o.throttled[limit]++
 }
 
 func (o *recordingObserver) ObserveAPIRequest(code string, elapsed time.Duration) {

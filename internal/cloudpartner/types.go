@@ -73,4 +73,6 @@ type TokenSource interface {
 // code is the HTTP status code as a decimal string, or "error" when no response was received.
 type Observer interface {
 	ObserveAPIRequest(code string, elapsed time.Duration)
+	// ObserveThrottle records a call held back by Limits: limit is "rate" or "concurrency".
+	ObserveThrottle(limit string, waited time.Duration)
 }

@@ -40,6 +40,8 @@ type Config struct {
 	IdempotencyTTL  time.Duration `envconfig:"CPCANCEL_IDEMPOTENCY_TTL" default:"24h" desc:"how long a request's result is remembered: a re-sent request within it is answered without calling the API"`
 	IdempotencyKV   string        `envconfig:"CPCANCEL_IDEMPOTENCY_BUCKET" default:"CPCANCEL_IDEMPOTENCY" desc:"KeyValue bucket of the idempotency records"`
 	HTTPTimeout     time.Duration `envconfig:"CPCANCEL_HTTP_TIMEOUT" default:"30s" desc:"timeout of one API call"`
+	APIRateLimit    float64       `envconfig:"CPCANCEL_API_RATE_LIMIT" default:"0" desc:"most API calls per second (token bucket, burst 1); 0 for no limit"`
+	APIConcurrency  int           `envconfig:"CPCANCEL_API_CONCURRENCY" default:"0" desc:"most API calls in flight at once; 0 for no cap beyond CPCANCEL_CONCURRENCY"`
 	MaxAttempts     int           `envconfig:"CPCANCEL_MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
 	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"32" desc:"requests processed at once"`
 	MaxRequestBytes int           `envconfig:"CPCANCEL_MAX_REQUEST_BYTES" default:"65536" desc:"largest request message accepted; larger ones are dead-lettered"`
@@ -126,6 +128,12 @@ func (c Config) Validate() error {
 	}
 	if c.HTTPTimeout <= 0 {
 		bad("HTTP_TIMEOUT", "must be positive, got %s", c.HTTPTimeout)
+	}
+	if c.APIRateLimit < 0 {
+		bad("API_RATE_LIMIT", "must not be negative, got %g", c.APIRateLimit)
+	}
+	if c.APIConcurrency < 0 {
+		bad("API_CONCURRENCY", "must not be negative, got %d", c.APIConcurrency)
 	}
 	if c.IdempotencyTTL < time.Minute {
 		bad("IDEMPOTENCY_TTL", "must be at least 1m, got %s", c.IdempotencyTTL)

@@ -28,6 +28,8 @@ type Metrics struct {
 	duplicates   prometheus.Counter
 	retries      prometheus.Counter
 	redeliveries prometheus.Counter
+	throttled    *prometheus.CounterVec
+	throttleWait *prometheus.HistogramVec
 	inFlight     prometheus.Gauge
 	processing   prometheus.Histogram
 }
@@ -65,6 +67,15 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 			Namespace: namespace, Name: "redeliveries_total",
 			Help: "Request messages received more than once.",
 		}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "api_throttled_total",
+			Help: "API calls held back by cpcancel's own limits (limit=\"rate\": CPCANCEL_API_RATE_LIMIT, \"concurrency\": CPCANCEL_API_CONCURRENCY).",
+		}, []string{"limit"}),
+		throttleWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "api_throttle_wait_seconds",
+			Help:    "Time API calls waited for cpcancel's own limits.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}, []string{"limit"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "in_flight_requests",
 			Help: "Requests being processed now.",
@@ -85,7 +96,7 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 		m.results.WithLabelValues(o)
 	}
 	reg.MustRegister(m.apiRequests, m.apiDuration, m.results, m.deadLetters, m.duplicates, m.retries, m.redeliveries,
-		m.inFlight, m.processing, buildInfo,
+		m.throttled, m.throttleWait, m.inFlight, m.processing, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -94,6 +105,12 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 func (m *Metrics) ObserveAPIRequest(code string, elapsed time.Duration) {
 	m.apiRequests.WithLabelValues(code).Inc()
 	m.apiDuration.WithLabelValues(code).Observe(elapsed.Seconds())
+}
+
+// ObserveThrottle counts an API call held back by a limit, and how long it waited.
+func (m *Metrics) ObserveThrottle(limit string, waited time.Duration) {
+	m.throttled.WithLabelValues(limit).Inc()
+	m.throttleWait.WithLabelValues(limit).Observe(waited.Seconds())
 }
 
 // ResultStored counts a result event whose publish was acknowledged by JetStream.

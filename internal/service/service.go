@@ -158,7 +158,8 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	api, err := cloudpartner.New(cloudpartner.Config{
 		BaseURL: cfg.BaseURL, APIVersion: cfg.APIVersion, Tokens: tokenSource(cfg),
-		Timeout: cfg.HTTPTimeout, Observer: m,
+		Timeout: cfg.HTTPTimeout, Observer: m, MaxIdleConns: cfg.Concurrency,
+		Limits: cloudpartner.Limits{Rate: cfg.APIRateLimit, Burst: 1, Concurrency: cfg.APIConcurrency},
 	})
 	if err != nil {
 		ln.Close()
