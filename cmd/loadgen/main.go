@@ -44,6 +44,7 @@ func realMain(ctx context.Context) error {
 	flag.DurationVar(&s.Latency, "latency", 0, "API emulator latency (embedded stack only)")
 	flag.IntVar(&s.Concurrency, "concurrency", 32, "CPCANCEL_CONCURRENCY of the cpcancel started here")
 	flag.StringVar(&s.CPUProfile, "cpuprofile", "", "write a CPU profile of the cpcancel started here to this file")
+	selfProfile := flag.String("self-cpuprofile", "", "write a CPU profile of this process (nats-server, emulator, load) to this file")
 	flag.Parse()
 	o.RequestSubject, o.ResultStream = "cloudpartner.cancel.requests", "CPCANCEL_RESULTS"
 
@@ -53,6 +54,17 @@ func realMain(ctx context.Context) error {
 	}
 	defer stopStack()
 	fmt.Printf("loadgen: %d requests, rate %s, API latency %s, concurrency %d\n", o.Requests, rateText(o.Rate), s.Latency, s.Concurrency)
+	if *selfProfile != "" {
+		f, err := os.Create(*selfProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r, err := loadgen.Run(ctx, js, o)
 	r.Print(os.Stdout)
 	if rss, ok := s.ChildPeakRSS(); ok {

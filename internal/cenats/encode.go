@@ -1,7 +1,6 @@
 package cenats
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -54,13 +53,13 @@ func Encode(ctx context.Context, ev *event.Event, mode Mode) (nats.Header, []byt
 	if _, err := binding.Write(ctx, binding.ToMessage(ev), w, w); err != nil {
 		return nil, nil, fmt.Errorf("encode event: %w", err)
 	}
-	return w.header, w.body.Bytes(), nil
+	return w.header, w.body, nil
 }
 
 // writer is both the structured and the binary writer of one NATS message.
 type writer struct {
 	header nats.Header
-	body   bytes.Buffer
+	body   []byte
 }
 
 var (
@@ -68,21 +67,28 @@ var (
 	_ binding.BinaryWriter     = (*writer)(nil)
 )
 
-func (w *writer) SetStructuredEvent(_ context.Context, f format.Format, ev io.Reader) error {
+func (w *writer) SetStructuredEvent(_ context.Context, f format.Format, ev io.Reader) (err error) {
 	w.header[contentTypeHeader] = []string{f.MediaType()}
-	_, err := w.body.ReadFrom(ev)
+	w.body, err = readAll(ev)
 	return err
 }
 
 func (w *writer) Start(context.Context) error { return nil }
 func (w *writer) End(context.Context) error   { return nil }
 
-func (w *writer) SetData(data io.Reader) error {
-	if r, ok := data.(interface{ Len() int }); ok {
-		w.body.Grow(r.Len()) // sdk-go hands over a *bytes.Reader: no 512-byte read-ahead
-	}
-	_, err := w.body.ReadFrom(data)
+func (w *writer) SetData(data io.Reader) (err error) {
+	w.body, err = readAll(data)
 	return err
+}
+
+// readAll reads r into a slice of exactly its size when r knows it, as sdk-go's *bytes.Reader does.
+func readAll(r io.Reader) ([]byte, error) {
+	if l, ok := r.(interface{ Len() int }); ok {
+		b := make([]byte, l.Len())
+		_, err := io.ReadFull(r, b)
+		return b, err
+	}
+	return io.ReadAll(r)
 }
 
 func (w *writer) SetAttribute(attr spec.Attribute, value any) error {

@@ -31,10 +31,12 @@ type Canceller interface {
 	Cancel(ctx context.Context, req cloudpartner.CancelRequest) (cloudpartner.Accepted, error)
 }
 
-// Publisher stores a message in JetStream and returns once the server acknowledged it. It must
-// be safe for concurrent use; jetstream.JetStream satisfies it.
+// Publisher stores messages in JetStream: PublishMsg returns once the server acknowledged the
+// message, PublishMsgAsync at once with a future of the acknowledgement. It must be safe for
+// concurrent use; jetstream.JetStream satisfies it.
 type Publisher interface {
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
 }
 
 // Recorder counts what the handler does; *metrics.Metrics satisfies it.
@@ -192,15 +194,17 @@ func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 	return h.finish(ctx, lease, result)
 }
 
-// finish records the result under the lease, then publishes it.
+// finish records the result under the lease while its publish is on its way, and says to ack
+// once the result is stored.
 func (h *Handler) finish(ctx context.Context, lease *idempotency.Lease, result *event.Event) action {
-	if recorded, err := json.Marshal(result); err != nil {
-		h.log.Error("could not encode result for the record", "result_id", result.ID(), "err", err)
-	} else if err := lease.Complete(ctx, recorded); err != nil {
-		// The result is still published; only a later re-send could call the API again.
-		h.log.Warn("could not record result", "result_id", result.ID(), "err", err)
-	}
-	return h.publish(ctx, result)
+	return h.publish(ctx, result, func() {
+		if recorded, err := result.MarshalJSON(); err != nil { // json.Marshal would compact it again
+			h.log.Error("could not encode result for the record", "result_id", result.ID(), "err", err)
+		} else if err := lease.Complete(ctx, recorded); err != nil {
+			// The result is still published; only a later re-send could call the API again.
+			h.log.Warn("could not record result", "result_id", result.ID(), "err", err)
+		}
+	})
 }
 
 // decode reads a cancel request, or says why the message is not one.
@@ -261,12 +265,24 @@ func (h *Handler) answer(ctx context.Context, ev *event.Event, attempt int) (*ev
 	})
 }
 
-// result builds a result event; a failure to build one is retried like any transient failure.
+// result builds a result event and logs the outcome; a failure to build one is retried like
+// any transient failure.
 func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) (*event.Event, *action) {
 	ev, err := cancelevent.NewResult(h.cfg.Source, req, o, d, time.Now())
 	if err != nil {
 		h.log.Error("could not build result", "request_id", req.ID, "err", err)
 		return nil, &action{kind: nak, delay: h.cfg.RetryBase, reason: "result not built"}
+	}
+	if h.log.Enabled(context.Background(), slog.LevelInfo) {
+		args := []any{"request_id", req.ID, "request_source", req.Source, "publisher", req.PublisherID,
+			"offer", req.OfferID, "outcome", o, "status", d.StatusCode, "attempts", d.Attempts, "result_id", ev.ID()}
+		if d.CorrelationID != "" {
+			args = append(args, "correlation_id", d.CorrelationID)
+		}
+		if d.Error != nil {
+			args = append(args, "error_code", d.Error.Code, "error", d.Error.Message)
+		}
+		h.log.Info("request answered", args...)
 	}
 	return ev, nil
 }
@@ -280,35 +296,37 @@ func (h *Handler) republish(ctx context.Context, req *event.Event, recorded []by
 	}
 	h.rec.Duplicate()
 	h.log.Info("duplicate request answered from its record", "request_id", req.ID(), "request_source", req.Source(), "result_id", result.ID())
-	return h.publish(ctx, &result)
+	return h.publish(ctx, &result, nil)
 }
 
-// publish stores the result event and says to ack only once JetStream has it.
-func (h *Handler) publish(ctx context.Context, result *event.Event) action {
+// publish stores the result event and says to ack only once JetStream has it. meanwhile, when
+// set, runs while the acknowledgement of the publish is on its way.
+func (h *Handler) publish(ctx context.Context, result *event.Event, meanwhile func()) action {
 	outcome := strings.TrimPrefix(result.Type(), "cloudpartner.offer.cancel.")
 	hdr, body, err := cenats.Encode(ctx, result, h.cfg.Mode)
+	var stored jetstream.PubAckFuture
 	if err == nil {
 		out := &nats.Msg{Subject: h.cfg.ResultSubjectPrefix + "." + outcome, Header: hdr, Data: body}
-		pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
-		_, err = h.pub.PublishMsg(pctx, out, jetstream.WithMsgID(result.ID()))
-		cancel()
+		stored, err = h.pub.PublishMsgAsync(out, jetstream.WithMsgID(result.ID()))
+	}
+	if meanwhile != nil {
+		meanwhile()
+	}
+	if err == nil {
+		timeout := time.NewTimer(h.cfg.PublishTimeout)
+		select {
+		case <-stored.Ok():
+		case err = <-stored.Err():
+		case <-timeout.C:
+			err = errors.New("no acknowledgement within the publish timeout")
+		}
+		timeout.Stop()
 	}
 	if err != nil {
 		h.log.Warn("could not store result, retrying", "result_id", result.ID(), "outcome", outcome, "err", err)
 		return action{kind: nak, delay: h.cfg.RetryBase, reason: "result not stored"}
 	}
 	h.rec.ResultStored(outcome)
-	var d cancelevent.ResultData
-	_ = json.Unmarshal(result.Data(), &d)
-	args := []any{"request_id", d.RequestID, "request_source", d.RequestSource, "publisher", d.PublisherID,
-		"offer", d.OfferID, "outcome", outcome, "status", d.StatusCode, "attempts", d.Attempts, "result_id", result.ID()}
-	if d.CorrelationID != "" {
-		args = append(args, "correlation_id", d.CorrelationID)
-	}
-	if d.Error != nil {
-		args = append(args, "error_code", d.Error.Code, "error", d.Error.Message)
-	}
-	h.log.Info("result stored", args...)
 	return action{kind: ack}
 }
 
