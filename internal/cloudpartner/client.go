@@ -278,12 +278,12 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte, token s
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes)) // a short body is still an answer
 	c.observe(strconv.Itoa(resp.StatusCode), time.Since(start))
 
-	correlation := correlationID(resp.Header)
+	correlation := correlationID(resp.Header, secrets)
 	switch resp.StatusCode {
 	case http.StatusOK:
 		return Accepted{StatusCode: http.StatusOK, CorrelationID: correlation}, nil
 	case http.StatusAccepted:
-		loc := c.location(resp.Header, data)
+		loc := c.location(resp.Header, data, secrets)
 		return Accepted{StatusCode: http.StatusAccepted, Location: loc, OperationID: operationID(loc), CorrelationID: correlation}, nil
 	}
 	return Accepted{}, statusError(resp, data, secrets)
@@ -351,7 +351,7 @@ func statusError(resp *http.Response, body []byte, secrets []string) *Error {
 		StatusCode:    status,
 		Code:          clean(code, maxCodeBytes, secrets),
 		Message:       clean(msg, maxMessageBytes, secrets),
-		CorrelationID: correlationID(resp.Header),
+		CorrelationID: correlationID(resp.Header, secrets),
 		RetryAfter:    parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		Transient:     transientStatus(status),
 	}
@@ -412,17 +412,17 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return min(max(d, 0), maxRetryAfter)
 }
 
-func correlationID(h http.Header) string {
+func correlationID(h http.Header, secrets []string) string {
 	id := h.Get("X-Ms-Correlation-Request-Id")
 	if id == "" {
 		id = h.Get("X-Ms-Request-Id")
 	}
-	return clean(id, maxHeaderBytes, nil)
+	return clean(id, maxHeaderBytes, secrets)
 }
 
 // location returns the absolute operation URL from the Location header, the Operation-Location
 // header or the body, in that order, or "" when none holds a usable one.
-func (c *Client) location(h http.Header, body []byte) string {
+func (c *Client) location(h http.Header, body []byte, secrets []string) string {
 	candidates := []string{h.Get("Location"), h.Get("Operation-Location")}
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(body, &fields) == nil {
@@ -434,11 +434,21 @@ func (c *Client) location(h http.Header, body []byte) string {
 		}
 	}
 	for _, raw := range candidates {
-		if loc, ok := c.resolve(raw); ok {
+		if loc, ok := c.resolve(raw); ok && !containsAny(loc, secrets) {
 			return loc
 		}
 	}
 	return ""
+}
+
+// containsAny reports whether s holds one of the non-empty secrets.
+func containsAny(s string, secrets []string) bool {
+	for _, secret := range secrets {
+		if secret != "" && strings.Contains(s, secret) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolve makes a location absolute by plain concatenation with the base URL, so that the

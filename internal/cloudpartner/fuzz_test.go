@@ -9,8 +9,8 @@ import (
 )
 
 // FuzzResponse feeds arbitrary answers to the response parsing: the location must be empty or an
-// absolute http(s) URL without control characters, and the error code and message bounded, valid
-// UTF-8 and free of the token.
+// absolute http(s) URL without control characters or the token, and the error code, message and
+// correlation id bounded, valid UTF-8 and free of the token.
 func FuzzResponse(f *testing.F) {
 	f.Add(202, "/api/operations/contoso$contoso-offer$2$preview?api-version=2017-10-31", "", []byte(`{}`))
 	f.Add(202, "", "https://cloudpartner.azure.com/api/publishers/p/offers/o/operations/1", []byte(``))
@@ -23,7 +23,11 @@ func FuzzResponse(f *testing.F) {
 		h := http.Header{}
 		h.Set("Location", loc)
 		h.Set("Operation-Location", opLoc)
-		if got := c.location(h, body); got != "" {
+		h.Set("X-Ms-Correlation-Request-Id", opLoc)
+		if got := c.location(h, body, []string{fuzzToken}); got != "" {
+			if strings.Contains(got, fuzzToken) {
+				t.Fatalf("location %q holds the token", got)
+			}
 			u, err := url.Parse(got)
 			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 				t.Fatalf("location %q is not an absolute http(s) URL", got)
@@ -35,7 +39,7 @@ func FuzzResponse(f *testing.F) {
 		}
 		status = 300 + (status%300+300)%300 // 300..599: the error answers
 		e := statusError(&http.Response{StatusCode: status, Header: h}, body, []string{fuzzToken})
-		for name, s := range map[string]string{"code": e.Code, "message": e.Message} {
+		for name, s := range map[string]string{"code": e.Code, "message": e.Message, "correlation id": e.CorrelationID} {
 			if !utf8.ValidString(s) || strings.Contains(s, fuzzToken) {
 				t.Fatalf("%s %q is not clean UTF-8 without the token", name, s)
 			}
