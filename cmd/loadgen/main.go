@@ -54,17 +54,11 @@ func realMain(ctx context.Context) error {
 	}
 	defer stopStack()
 	fmt.Printf("loadgen: %d requests, rate %s, API latency %s, concurrency %d\n", o.Requests, rateText(o.Rate), s.Latency, s.Concurrency)
-	if *selfProfile != "" {
-		f, err := os.Create(*selfProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*selfProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	r, err := loadgen.Run(ctx, js, o)
 	r.Print(os.Stdout)
 	if rss, ok := s.ChildPeakRSS(); ok {
@@ -82,16 +76,26 @@ func rateText(r float64) string {
 
 // runChild is cpcancel itself, configured by the environment the parent set.
 func runChild(ctx context.Context) error {
-	if path := os.Getenv("CPCANCEL_LOADGEN_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(os.Getenv("CPCANCEL_LOADGEN_CPUPROFILE"))
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	return cli.Run(ctx, nil, metrics.Build{Version: "loadgen"}, os.Stdout, os.Stderr)
+}
+
+// startCPUProfile profiles this process into path until stop is called; an empty path does nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

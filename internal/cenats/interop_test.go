@@ -79,7 +79,7 @@ func requestEvent(t *testing.T) *event.Event {
 }
 
 // resultEvent is a result as cpcancel publishes it.
-func resultEvent(t *testing.T) *event.Event {
+func resultEvent(t testing.TB) *event.Event {
 	t.Helper()
 	ev := event.New()
 	ev.SetID("0b9e4c5e-5f3a-5d35-9b8b-3a0f4c8e2d17")
