@@ -26,6 +26,8 @@ type Topology struct {
 	MaxDeliver int
 	// MaxAckPending bounds requests handed out and not yet settled.
 	MaxAckPending int
+	// Replicas of each stream (and so of the consumer); 1 on a single server, 3 on a cluster.
+	Replicas int
 }
 
 // Streams returns the configurations of the request, result and dead-letter streams.
@@ -36,6 +38,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		Subjects:    []string{t.RequestSubject},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(t.Replicas, 1),
 		MaxAge:      7 * 24 * time.Hour,
 		Duplicates:  2 * time.Minute,
 	}, {
@@ -43,6 +46,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		Description: "cpcancel: result events",
 		Subjects:    []string{t.ResultSubjectPrefix + ".>"},
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(t.Replicas, 1),
 		MaxAge:      7 * 24 * time.Hour,
 		// Results are published with Nats-Msg-Id = event id: a re-publish inside this window is dropped.
 		Duplicates: 10 * time.Minute,
@@ -51,6 +55,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		Description: "cpcancel: messages that are not cancel requests",
 		Subjects:    []string{t.DeadLetterSubject},
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(t.Replicas, 1),
 		MaxAge:      30 * 24 * time.Hour,
 		Duplicates:  10 * time.Minute,
 	}}
@@ -134,7 +139,7 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 	}, opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS (CPCANCEL_NATS_URL): %w", err)
+		return nil, fmt.Errorf("connect to NATS (CPCANCEL_NATS_URL, and CPCANCEL_NATS_CA/CERT/KEY/CREDS/NKEY when set): %w", err)
 	}
 	return nc, nil
 }

@@ -23,6 +23,12 @@ const Prefix = "CPCANCEL"
 // Config is the whole configuration of the service. Field tags are the contract of SPEC §5.
 type Config struct {
 	NATSURL         string        `envconfig:"CPCANCEL_NATS_URL" desc:"NATS server URL(s), comma-separated (NATS_URL is read too); empty starts an embedded JetStream server"`
+	NATSCA          string        `envconfig:"CPCANCEL_NATS_CA" desc:"PEM file of the CA that signed the NATS server's certificate (TLS)"`
+	NATSCert        string        `envconfig:"CPCANCEL_NATS_CERT" desc:"PEM client certificate for NATS TLS (with CPCANCEL_NATS_KEY)"`
+	NATSKey         string        `envconfig:"CPCANCEL_NATS_KEY" desc:"PEM private key of CPCANCEL_NATS_CERT"`
+	NATSCreds       string        `envconfig:"CPCANCEL_NATS_CREDS" desc:"NATS credentials file (user JWT and NKey seed)"`
+	NATSNKey        string        `envconfig:"CPCANCEL_NATS_NKEY" desc:"file holding a NATS user NKey seed (SU...)"`
+	Replicas        int           `envconfig:"CPCANCEL_REPLICAS" default:"1" desc:"replicas of the streams and the idempotency bucket it provisions (3 on a JetStream cluster)"`
 	EmbeddedListen  string        `envconfig:"CPCANCEL_EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port the embedded NATS server listens on when NATS_URL is empty"`
 	DataDir         string        `envconfig:"CPCANCEL_DATA_DIR" default:"cpcancel-data" desc:"directory of the embedded server's JetStream file store"`
 	Provision       bool          `envconfig:"CPCANCEL_PROVISION" default:"true" desc:"create or update the streams and the consumer at start; false binds to existing ones (e.g. managed by NACK)"`
@@ -94,6 +100,23 @@ func (c Config) Validate() error {
 		if c.DataDir == "" {
 			bad("DATA_DIR", "must not be empty when NATS_URL is empty")
 		}
+	}
+	for name, file := range map[string]string{"NATS_CA": c.NATSCA, "NATS_CERT": c.NATSCert, "NATS_KEY": c.NATSKey, "NATS_CREDS": c.NATSCreds, "NATS_NKEY": c.NATSNKey} {
+		if file == "" {
+			continue
+		}
+		if _, err := os.Stat(file); err != nil {
+			bad(name, "%v", err)
+		}
+	}
+	if (c.NATSCert == "") != (c.NATSKey == "") {
+		bad("NATS_CERT", "set it together with CPCANCEL_NATS_KEY")
+	}
+	if c.NATSCreds != "" && c.NATSNKey != "" {
+		bad("NATS_CREDS", "set either it or CPCANCEL_NATS_NKEY, not both")
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		bad("REPLICAS", "must be 1 to 5, got %d", c.Replicas)
 	}
 	if _, err := cloudpartner.ParseBaseURL(c.BaseURL); err != nil {
 		bad("CLOUDPARTNER_BASE_URL", "%v", err)

@@ -48,6 +48,7 @@ func setEnv(t *testing.T, kv ...string) {
 
 // defaults is the configuration SPEC §5 and the field tags promise when nothing but the token is set.
 var defaults = config.Config{
+	Replicas:        1,
 	EmbeddedListen:  "127.0.0.1:4222",
 	DataDir:         "cpcancel-data",
 	Provision:       true,

@@ -32,6 +32,8 @@ type Config struct {
 	Lease time.Duration
 	// Provision creates or updates the bucket; otherwise it must exist.
 	Provision bool
+	// Replicas of the bucket's stream when it is provisioned.
+	Replicas int
 }
 
 // Store is safe for concurrent use.
@@ -77,6 +79,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 			TTL:            cfg.TTL,
 			Storage:        jetstream.FileStorage,
 			LimitMarkerTTL: time.Minute,
+			Replicas:       max(cfg.Replicas, 1),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("provision idempotency bucket %s: %w", cfg.Bucket, err)

@@ -89,6 +89,7 @@ func Topology(cfg config.Config) broker.Topology {
 		AckWait:       ackWait,
 		MaxDeliver:    cfg.MaxAttempts + 10,
 		MaxAckPending: max(1000, 20*cfg.Concurrency),
+		Replicas:      cfg.Replicas,
 	}
 }
 
@@ -127,7 +128,13 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			embedded.WaitForShutdown()
 		}()
 	}
-	nc, err := broker.Connect(url, "cpcancel", s.log)
+	security, err := broker.Security{CA: cfg.NATSCA, Cert: cfg.NATSCert, Key: cfg.NATSKey,
+		Creds: cfg.NATSCreds, NKeySeedFile: cfg.NATSNKey}.Options()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	nc, err := broker.Connect(url, "cpcancel", s.log, security...)
 	if err != nil {
 		ln.Close()
 		return err
@@ -151,6 +158,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 
 	store, err := idempotency.Open(setupCtx, js, idempotency.Config{
 		Bucket: cfg.IdempotencyKV, TTL: cfg.IdempotencyTTL, Lease: leaseTTL(cfg), Provision: cfg.Provision,
+		Replicas: cfg.Replicas,
 	})
 	if err != nil {
 		ln.Close()
