@@ -122,7 +122,9 @@ func TestBadInput(t *testing.T) {
 		"offer with space":             func() (nats.Header, []byte) { return binary("space", data("p", "a b")) },
 		"offer with control character": func() (nats.Header, []byte) { return binary("ctl", data("p", "a\tb")) },
 		"too many emails":              func() (nats.Header, []byte) { return binary("emails", data("p", "o", manyEmails...)) },
-		"malformed email":              func() (nats.Header, []byte) { return binary("bademail", `{"publisherId":"p","offerId":"o","notificationEmails":"not-an-address"}`) },
+		"malformed email": func() (nats.Header, []byte) {
+			return binary("bademail", `{"publisherId":"p","offerId":"o","notificationEmails":"not-an-address"}`)
+		},
 		"id with spaces and controls":  func() (nats.Header, []byte) { return binary("a%20b%09c%00d", data("p", "ok")) },
 		"API huge body":                func() (nats.Header, []byte) { return binary("huge", data("p", "huge")) },
 		"API HTML body":                func() (nats.Header, []byte) { return binary("html", data("p", "html")) },
