@@ -42,7 +42,8 @@ type Config struct {
 	BaseURL         string        `envconfig:"CPCANCEL_CLOUDPARTNER_BASE_URL" default:"https://cloudpartner.azure.com" desc:"Cloud Partner Portal API base URL; http:// only for a loopback host"`
 	APIVersion      string        `envconfig:"CPCANCEL_CLOUDPARTNER_API_VERSION" default:"2017-10-31" desc:"api-version query parameter"`
 	Token           string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN" desc:"bearer token for the API (never logged)"`
-	TokenFile       string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN_FILE" desc:"file holding the bearer token, re-read when it changes (e.g. a mounted secret)"`
+	TokenFile       string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN_FILE" desc:"file holding the bearer token, re-read when it changes (e.g. a mounted secret); with neither, Azure credentials (AZURE_*, workload or managed identity)"`
+	Scope           string        `envconfig:"CPCANCEL_CLOUDPARTNER_SCOPE" default:"https://cloudpartner.azure.com/.default" desc:"OAuth scope of the tokens obtained with Azure credentials"`
 	IdempotencyTTL  time.Duration `envconfig:"CPCANCEL_IDEMPOTENCY_TTL" default:"24h" desc:"how long a request's result is remembered: a re-sent request within it is answered without calling the API"`
 	IdempotencyKV   string        `envconfig:"CPCANCEL_IDEMPOTENCY_BUCKET" default:"CPCANCEL_IDEMPOTENCY" desc:"KeyValue bucket of the idempotency records"`
 	HTTPTimeout     time.Duration `envconfig:"CPCANCEL_HTTP_TIMEOUT" default:"30s" desc:"timeout of one API call"`
@@ -121,14 +122,15 @@ func (c Config) Validate() error {
 	if _, err := cloudpartner.ParseBaseURL(c.BaseURL); err != nil {
 		bad("CLOUDPARTNER_BASE_URL", "%v", err)
 	}
+	if c.Scope == "" {
+		bad("CLOUDPARTNER_SCOPE", "must not be empty")
+	}
 	if c.APIVersion == "" {
 		bad("CLOUDPARTNER_API_VERSION", "must not be empty")
 	}
 	switch {
 	case c.Token != "" && c.TokenFile != "":
 		bad("CLOUDPARTNER_TOKEN", "set either it or CPCANCEL_CLOUDPARTNER_TOKEN_FILE, not both")
-	case c.Token == "" && c.TokenFile == "":
-		bad("CLOUDPARTNER_TOKEN", "set it or CPCANCEL_CLOUDPARTNER_TOKEN_FILE (or run with -dev)")
 	case strings.ContainsAny(c.Token, " \t\r\n"):
 		bad("CLOUDPARTNER_TOKEN", "must not contain white space")
 	}

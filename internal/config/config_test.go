@@ -60,6 +60,7 @@ var defaults = config.Config{
 	DeadLetter:      "cloudpartner.cancel.deadletter",
 	DeadLetterStrm:  "CPCANCEL_DEADLETTER",
 	BaseURL:         "https://cloudpartner.azure.com",
+	Scope:           "https://cloudpartner.azure.com/.default",
 	APIVersion:      "2017-10-31",
 	Token:           secret,
 	HTTPTimeout:     30 * time.Second,
@@ -184,11 +185,12 @@ func TestLoadInvalid(t *testing.T) {
 	}
 }
 
+// Without a token or a token file, cpcancel uses Azure credentials: that is not an error.
 func TestLoadWithoutToken(t *testing.T) {
 	setEnv(t) // neither CPCANCEL_CLOUDPARTNER_TOKEN nor CPCANCEL_CLOUDPARTNER_TOKEN_FILE
-	_, err := config.Load()
-	if err == nil || !strings.Contains(err.Error(), "CPCANCEL_CLOUDPARTNER_TOKEN: set it or CPCANCEL_CLOUDPARTNER_TOKEN_FILE") {
-		t.Errorf("Load without a token: %v, want an error naming CPCANCEL_CLOUDPARTNER_TOKEN", err)
+	c, err := config.Load()
+	if err != nil || c.Token != "" || c.TokenFile != "" {
+		t.Errorf("Load without a token: %+v, %v; want Azure credentials to be used", c, err)
 	}
 }
 

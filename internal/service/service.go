@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -164,8 +165,14 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		ln.Close()
 		return err
 	}
+	tokens, tokenDesc, err := tokenSource(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.log.Info("Cloud Partner API credentials", "source", tokenDesc)
 	api, err := cloudpartner.New(cloudpartner.Config{
-		BaseURL: cfg.BaseURL, APIVersion: cfg.APIVersion, Tokens: tokenSource(cfg),
+		BaseURL: cfg.BaseURL, APIVersion: cfg.APIVersion, Tokens: tokens,
 		Timeout: cfg.HTTPTimeout, Observer: m, MaxIdleConns: cfg.Concurrency,
 		Limits: cloudpartner.Limits{Rate: cfg.APIRateLimit, Burst: 1, Concurrency: cfg.APIConcurrency},
 	})
@@ -257,11 +264,20 @@ func (s *Service) watchExhausted(ctx context.Context, nc *nats.Conn, js jetstrea
 	return nil
 }
 
-func tokenSource(cfg config.Config) cloudpartner.TokenSource {
-	if cfg.TokenFile != "" {
-		return cloudpartner.NewFileToken(cfg.TokenFile)
+// tokenSource is the static token, else the token file, else Azure credentials from the
+// environment; it also says which, for the start-up log (never the secret).
+func tokenSource(cfg config.Config) (cloudpartner.TokenSource, string, error) {
+	switch {
+	case cfg.Token != "":
+		return cloudpartner.StaticToken(cfg.Token), "CPCANCEL_CLOUDPARTNER_TOKEN", nil
+	case cfg.TokenFile != "":
+		return cloudpartner.NewFileToken(cfg.TokenFile), "CPCANCEL_CLOUDPARTNER_TOKEN_FILE " + cfg.TokenFile, nil
 	}
-	return cloudpartner.StaticToken(cfg.Token)
+	cred, desc, err := cloudpartner.AzureCredential(os.Getenv, cloudpartner.AzureOptions{})
+	if err != nil {
+		return nil, "", err
+	}
+	return cloudpartner.NewAzureToken(cred, cfg.Scope), desc + ", scope " + cfg.Scope, nil
 }
 
 // drain flushes what the connection still has to send and closes it, waiting up to timeout.
