@@ -692,6 +692,6 @@ func TestKubernetesComponents(t *testing.T) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(kubernetesDir, "components", "azure-workload-identity", "kustomization.yaml")); err != nil {
-		t.Error("the place for Azure workload identity (issue 6) is gone")
+		t.Error("the Azure workload identity component is gone")
 	}
 }
