@@ -252,32 +252,10 @@ func (c *Client) token(ctx context.Context, refresh bool) (string, error) {
 // post performs one HTTP exchange with its own timeout and classifies the outcome. secrets are
 // redacted from every message built from the response.
 func (c *Client) post(ctx context.Context, endpoint string, body []byte, token string, secrets []string) (Accepted, error) {
-	release, err := c.limiter.acquire(ctx, c.observeThrottle)
+	resp, data, err := c.exchange(ctx, http.MethodPost, endpoint, body, token, secrets)
 	if err != nil {
-		return Accepted{}, &Error{Code: "canceled", Message: "gave up waiting for the API rate limit", Transient: true, Err: err}
+		return Accepted{}, err
 	}
-	defer release()
-	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, endpoint, bytes.NewReader(body))
-	if err != nil {
-		return Accepted{}, &Error{Code: "invalid_request", Message: "cannot build the request", Err: err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("User-Agent", "cpcancel")
-
-	start := time.Now()
-	resp, err := c.http.Do(req)
-	if err != nil {
-		c.observe("error", time.Since(start))
-		return Accepted{}, c.transportError(ctx, callCtx, err, secrets)
-	}
-	defer drainClose(resp.Body)
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes)) // a short body is still an answer
-	c.observe(strconv.Itoa(resp.StatusCode), time.Since(start))
-
 	correlation := correlationID(resp.Header, secrets)
 	switch resp.StatusCode {
 	case http.StatusOK:
@@ -287,6 +265,45 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte, token s
 		return Accepted{StatusCode: http.StatusAccepted, Location: loc, OperationID: operationID(loc), CorrelationID: correlation}, nil
 	}
 	return Accepted{}, statusError(resp, data, secrets)
+}
+
+// exchange makes one HTTP call within the limits and the timeout, and returns the response with
+// its body read (bounded) and closed. An empty token sends no Authorization header.
+func (c *Client) exchange(ctx context.Context, method, endpoint string, body []byte, token string, secrets []string) (*http.Response, []byte, error) {
+	release, err := c.limiter.acquire(ctx, c.observeThrottle)
+	if err != nil {
+		return nil, nil, &Error{Code: "canceled", Message: "gave up waiting for the API rate limit", Transient: true, Err: err}
+	}
+	defer release()
+	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var reader io.Reader
+	if body != nil {
+		reader = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(callCtx, method, endpoint, reader)
+	if err != nil {
+		return nil, nil, &Error{Code: "invalid_request", Message: "cannot build the request", Err: err}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("User-Agent", "cpcancel")
+
+	start := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.observe("error", time.Since(start))
+		return nil, nil, c.transportError(ctx, callCtx, err, secrets)
+	}
+	defer drainClose(resp.Body)
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes)) // a short body is still an answer
+	c.observe(strconv.Itoa(resp.StatusCode), time.Since(start))
+	return resp, data, nil
 }
 
 func (c *Client) observe(code string, elapsed time.Duration) {
