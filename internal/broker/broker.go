@@ -5,9 +5,11 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +30,10 @@ type Topology struct {
 	MaxAckPending int
 	// Replicas of each stream (and so of the consumer); 1 on a single server, 3 on a cluster.
 	Replicas int
+	// FollowStream, FollowSubject and FollowConsumer carry the follow tasks (CPCANCEL_FOLLOW);
+	// empty when following is off. FollowAckWait outlasts one poll of an operation.
+	FollowStream, FollowSubject, FollowConsumer string
+	FollowAckWait                               time.Duration
 }
 
 // Streams returns the configurations of the request, result and dead-letter streams.
@@ -61,6 +67,35 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 	}}
 }
 
+// FollowStreamConfig is the work queue of follow tasks.
+func (t Topology) FollowStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        t.FollowStream,
+		Description: "cpcancel: operations to poll until they end",
+		Subjects:    []string{t.FollowSubject},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(t.Replicas, 1),
+		MaxAge:      7 * 24 * time.Hour,
+		// A follow task is published with Nats-Msg-Id follow:<result id>: scheduled once.
+		Duplicates: 10 * time.Minute,
+	}
+}
+
+// FollowConsumerConfig is the durable pull consumer of follow tasks. Deliveries are not bounded:
+// a task is polled until its operation ends or its deadline passes.
+func (t Topology) FollowConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       t.FollowConsumer,
+		Description:   "cpcancel operation followers",
+		FilterSubject: t.FollowSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.FollowAckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 1000,
+	}
+}
+
 // ConsumerConfig is the durable pull consumer on the request stream.
 func (t Topology) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
@@ -85,6 +120,30 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) (jetstre
 	c, err := js.CreateOrUpdateConsumer(ctx, t.RequestStream, t.ConsumerConfig())
 	if err != nil {
 		return nil, fmt.Errorf("provision consumer %s on %s: %w", t.Consumer, t.RequestStream, err)
+	}
+	return c, nil
+}
+
+// ProvisionFollow creates or updates the follow stream and its consumer.
+func ProvisionFollow(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+	if _, err := js.CreateOrUpdateStream(ctx, t.FollowStreamConfig()); err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", t.FollowStream, err)
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, t.FollowStream, t.FollowConsumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("provision consumer %s on %s: %w", t.FollowConsumer, t.FollowStream, err)
+	}
+	return c, nil
+}
+
+// BindFollow looks up the follow consumer managed by someone else.
+func BindFollow(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+	c, err := js.Consumer(ctx, t.FollowStream, t.FollowConsumer)
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("follow consumer %q on stream %q (CPCANCEL_FOLLOW_CONSUMER, CPCANCEL_FOLLOW_STREAM) does not exist: create it or set CPCANCEL_PROVISION=true", t.FollowConsumer, t.FollowStream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up follow consumer %s: %w", t.FollowConsumer, err)
 	}
 	return c, nil
 }
@@ -139,7 +198,25 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 	}, opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS (CPCANCEL_NATS_URL, and CPCANCEL_NATS_CA/CERT/KEY/CREDS/NKEY when set): %w", err)
+		return nil, fmt.Errorf("connect to NATS: %s: %w", connectHint(err), err)
 	}
 	return nc, nil
+}
+
+// connectHint says which settings to look at for a failed connect.
+func connectHint(err error) string {
+	var verify *tls.CertificateVerificationError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &verify):
+		return "server certificate not trusted (CPCANCEL_NATS_CA names the CA that signed it)"
+	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert the server sent
+		return "server refused the TLS handshake (CPCANCEL_NATS_CERT and CPCANCEL_NATS_KEY: a client certificate signed by a CA it trusts)"
+	case errors.Is(err, nats.ErrSecureConnWanted):
+		return "server does not offer TLS (CPCANCEL_NATS_CA is set; check CPCANCEL_NATS_URL)"
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
+		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired):
+		return "server refused the credentials (CPCANCEL_NATS_CREDS or CPCANCEL_NATS_NKEY)"
+	}
+	return "check CPCANCEL_NATS_URL, and CPCANCEL_NATS_CA/CERT/KEY/CREDS/NKEY when set"
 }

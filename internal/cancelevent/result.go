@@ -36,16 +36,19 @@ const maxMessage = 512
 
 // ResultData is the data of every result event.
 type ResultData struct {
-	PublisherID   string     `json:"publisherId"`
-	OfferID       string     `json:"offerId"`
-	RequestID     string     `json:"requestId"`
-	RequestSource string     `json:"requestSource"`
-	StatusCode    int        `json:"statusCode"`
-	Location      string     `json:"location,omitempty"`
-	OperationID   string     `json:"operationId,omitempty"`
-	CorrelationID string     `json:"correlationId,omitempty"`
-	Attempts      int        `json:"attempts"`
-	Error         *ErrorData `json:"error,omitempty"`
+	PublisherID   string `json:"publisherId"`
+	OfferID       string `json:"offerId"`
+	RequestID     string `json:"requestId"`
+	RequestSource string `json:"requestSource"`
+	StatusCode    int    `json:"statusCode"`
+	Location      string `json:"location,omitempty"`
+	OperationID   string `json:"operationId,omitempty"`
+	CorrelationID string `json:"correlationId,omitempty"`
+	Attempts      int    `json:"attempts"`
+	// OperationStatus and Messages come with the final result of a followed cancellation only.
+	OperationStatus string     `json:"operationStatus,omitempty"`
+	Messages        []string   `json:"messages,omitempty"`
+	Error           *ErrorData `json:"error,omitempty"`
 }
 
 // ErrorData explains a failed result.
@@ -66,9 +69,22 @@ func ResultID(source, id string, o Outcome) string {
 	return uuid.NewSHA1(resultNamespace, key).String()
 }
 
+// FinalResultID is the id of the second, final result of a followed cancellation: distinct from
+// the first result's, and as deterministic.
+func FinalResultID(source, id string, o Outcome) string { return ResultID(source, id, "final-"+o) }
+
 // NewResult builds the result event of req. resultSource is the CloudEvents source of cpcancel.
 // Ids are echoed bounded so an invalid request cannot make an unbounded result.
 func NewResult(resultSource string, req Request, o Outcome, d ResultData, now time.Time) (*event.Event, error) {
+	return newResult(resultSource, ResultID(req.Source, req.ID, o), req, o, d, now)
+}
+
+// NewFinalResult builds the final result of a followed cancellation, once its operation ended.
+func NewFinalResult(resultSource string, req Request, o Outcome, d ResultData, now time.Time) (*event.Event, error) {
+	return newResult(resultSource, FinalResultID(req.Source, req.ID, o), req, o, d, now)
+}
+
+func newResult(resultSource, id string, req Request, o Outcome, d ResultData, now time.Time) (*event.Event, error) {
 	d.PublisherID = truncate(req.PublisherID, 128)
 	d.OfferID = truncate(req.OfferID, 128)
 	d.RequestID, d.RequestSource = req.ID, req.Source
@@ -78,7 +94,7 @@ func NewResult(resultSource string, req Request, o Outcome, d ResultData, now ti
 		d.Error = &e
 	}
 	ev := event.New()
-	ev.SetID(ResultID(req.Source, req.ID, o))
+	ev.SetID(id)
 	ev.SetType(o.Type())
 	ev.SetSource(resultSource)
 	ev.SetTime(now)

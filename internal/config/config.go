@@ -39,6 +39,12 @@ type Config struct {
 	ResultStream    string        `envconfig:"CPCANCEL_RESULT_STREAM" default:"CPCANCEL_RESULTS" desc:"stream holding result events (<prefix>.>)"`
 	DeadLetter      string        `envconfig:"CPCANCEL_DEADLETTER_SUBJECT" default:"cloudpartner.cancel.deadletter" desc:"subject for messages that are not cancel requests"`
 	DeadLetterStrm  string        `envconfig:"CPCANCEL_DEADLETTER_STREAM" default:"CPCANCEL_DEADLETTER" desc:"stream holding dead letters"`
+	Follow          bool          `envconfig:"CPCANCEL_FOLLOW" default:"false" desc:"after a 202, poll the operation until it ends and publish a second, final result"`
+	FollowInterval  time.Duration `envconfig:"CPCANCEL_FOLLOW_INTERVAL" default:"1m" desc:"time between two polls of one operation"`
+	FollowTimeout   time.Duration `envconfig:"CPCANCEL_FOLLOW_TIMEOUT" default:"2h" desc:"an operation still running after this is reported failed (follow_timeout)"`
+	FollowSubject   string        `envconfig:"CPCANCEL_FOLLOW_SUBJECT" default:"cloudpartner.cancel.follow" desc:"subject of the follow tasks (with CPCANCEL_FOLLOW)"`
+	FollowStream    string        `envconfig:"CPCANCEL_FOLLOW_STREAM" default:"CPCANCEL_FOLLOW" desc:"stream holding the follow tasks"`
+	FollowConsumer  string        `envconfig:"CPCANCEL_FOLLOW_CONSUMER" default:"cpcancel-follow" desc:"durable pull consumer of the follow tasks"`
 	BaseURL         string        `envconfig:"CPCANCEL_CLOUDPARTNER_BASE_URL" default:"https://cloudpartner.azure.com" desc:"Cloud Partner Portal API base URL; http:// only for a loopback host"`
 	APIVersion      string        `envconfig:"CPCANCEL_CLOUDPARTNER_API_VERSION" default:"2017-10-31" desc:"api-version query parameter"`
 	Token           string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN" desc:"bearer token for the API (never logged)"`
@@ -160,6 +166,12 @@ func (c Config) Validate() error {
 	if c.APIConcurrency < 0 {
 		bad("API_CONCURRENCY", "must not be negative, got %d", c.APIConcurrency)
 	}
+	if c.FollowInterval <= 0 {
+		bad("FOLLOW_INTERVAL", "must be positive, got %s", c.FollowInterval)
+	}
+	if c.FollowTimeout <= 0 {
+		bad("FOLLOW_TIMEOUT", "must be positive, got %s", c.FollowTimeout)
+	}
 	if c.IdempotencyTTL < time.Minute {
 		bad("IDEMPOTENCY_TTL", "must be at least 1m, got %s", c.IdempotencyTTL)
 	}
@@ -184,14 +196,15 @@ func (c Config) Validate() error {
 	names := map[string]string{
 		"REQUEST_SUBJECT": c.RequestSubject, "RESULT_SUBJECT_PREFIX": c.ResultSubject, "DEADLETTER_SUBJECT": c.DeadLetter,
 		"REQUEST_STREAM": c.RequestStream, "RESULT_STREAM": c.ResultStream, "DEADLETTER_STREAM": c.DeadLetterStrm, "CONSUMER": c.Consumer,
-		"IDEMPOTENCY_BUCKET": c.IdempotencyKV,
+		"IDEMPOTENCY_BUCKET": c.IdempotencyKV, "FOLLOW_SUBJECT": c.FollowSubject, "FOLLOW_STREAM": c.FollowStream,
+		"FOLLOW_CONSUMER": c.FollowConsumer,
 	}
-	for _, name := range []string{"REQUEST_SUBJECT", "RESULT_SUBJECT_PREFIX", "DEADLETTER_SUBJECT"} {
+	for _, name := range []string{"REQUEST_SUBJECT", "RESULT_SUBJECT_PREFIX", "DEADLETTER_SUBJECT", "FOLLOW_SUBJECT"} {
 		if !validSubject(names[name]) {
 			bad(name, "not a literal NATS subject: %q", names[name])
 		}
 	}
-	for _, name := range []string{"REQUEST_STREAM", "RESULT_STREAM", "DEADLETTER_STREAM", "CONSUMER", "IDEMPOTENCY_BUCKET"} {
+	for _, name := range []string{"REQUEST_STREAM", "RESULT_STREAM", "DEADLETTER_STREAM", "CONSUMER", "IDEMPOTENCY_BUCKET", "FOLLOW_STREAM", "FOLLOW_CONSUMER"} {
 		if !validName(names[name]) {
 			bad(name, "not a valid JetStream name: %q", names[name])
 		}

@@ -83,6 +83,9 @@ type Config struct {
 	// Heartbeat is how often a message in progress is reported to JetStream (InProgress), so that
 	// AckWait never redelivers work still running; 0 disables it.
 	Heartbeat time.Duration
+	// Follow, when set, is called with every stored cancelling result before the request is acked,
+	// to schedule following its operation; it must be idempotent. An error hands the request back.
+	Follow func(ctx context.Context, result *event.Event) error
 	// Logger receives one line per settled request; nil discards.
 	Logger *slog.Logger
 }
@@ -327,6 +330,12 @@ func (h *Handler) publish(ctx context.Context, result *event.Event, meanwhile fu
 		return action{kind: nak, delay: h.cfg.RetryBase, reason: "result not stored"}
 	}
 	h.rec.ResultStored(outcome)
+	if h.cfg.Follow != nil && outcome == string(cancelevent.Cancelling) {
+		if err := h.cfg.Follow(ctx, result); err != nil {
+			h.log.Warn("could not schedule following the operation, retrying", "result_id", result.ID(), "err", err)
+			return action{kind: nak, delay: h.cfg.RetryBase, reason: "follow not scheduled"}
+		}
+	}
 	return action{kind: ack}
 }
 

@@ -6,12 +6,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cpcancel/cpcancel/internal/metrics"
-	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
 // routes serves /metrics, /healthz (the process is alive) and /readyz (connected to NATS and
 // consuming; 503 otherwise, e.g. while reconnecting or shutting down).
-func (s *Service) routes(nc *nats.Conn, pool *worker.Pool) http.Handler {
+func (s *Service) routes(nc *nats.Conn, consuming func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(s.registry))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -21,7 +20,7 @@ func (s *Service) routes(nc *nats.Conn, pool *worker.Pool) http.Handler {
 		switch {
 		case !nc.IsConnected():
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
-		case !pool.Consuming():
+		case !consuming():
 			http.Error(w, "not consuming", http.StatusServiceUnavailable)
 		default:
 			w.Write([]byte("ready\n"))

@@ -24,6 +24,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 	"github.com/cpcancel/cpcancel/internal/config"
+	"github.com/cpcancel/cpcancel/internal/follow"
 	"github.com/cpcancel/cpcancel/internal/handler"
 	"github.com/cpcancel/cpcancel/internal/idempotency"
 	"github.com/cpcancel/cpcancel/internal/metrics"
@@ -38,6 +39,8 @@ const (
 	// redelivered, not how long one request may take.
 	ackWait   = 30 * time.Second
 	heartbeat = ackWait / 3
+	// followConcurrency bounds polls in flight; a poll is one short GET.
+	followConcurrency = 4
 )
 
 // leaseTTL bounds how long one worker may hold a request: the longest legitimate processing of one
@@ -82,7 +85,7 @@ func (s *Service) Registry() *prometheus.Registry { return s.registry }
 // and shutdowns, so the handler, not the broker, decides when a request has failed. MaxAckPending
 // lets every worker of many replicas be busy while retries wait out their delays.
 func Topology(cfg config.Config) broker.Topology {
-	return broker.Topology{
+	t := broker.Topology{
 		RequestStream: cfg.RequestStream, RequestSubject: cfg.RequestSubject,
 		ResultStream: cfg.ResultStream, ResultSubjectPrefix: cfg.ResultSubject,
 		DeadLetterStream: cfg.DeadLetterStrm, DeadLetterSubject: cfg.DeadLetter,
@@ -92,6 +95,12 @@ func Topology(cfg config.Config) broker.Topology {
 		MaxAckPending: max(1000, 20*cfg.Concurrency),
 		Replicas:      cfg.Replicas,
 	}
+	if cfg.Follow {
+		t.FollowStream, t.FollowSubject, t.FollowConsumer = cfg.FollowStream, cfg.FollowSubject, cfg.FollowConsumer
+		// One poll: an API call and its retry after a 401, and the final result's publish.
+		t.FollowAckWait = 2*cfg.HTTPTimeout + publishTimeout + 10*time.Second
+	}
+	return t
 }
 
 // Run serves until ctx is done, then shuts down in order: stop pulling, let in-flight requests
@@ -114,12 +123,16 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("CPCANCEL_HTTP_ADDR: %w", err)
 	}
 	s.httpURL = httpURL(ln.Addr())
+	serving := false
+	defer func() {
+		if !serving {
+		}
+	}()
 
 	url := cfg.NATSURL
 	var embedded *server.Server
 	if url == "" {
 		if embedded, err = broker.StartEmbedded(cfg.EmbeddedListen, cfg.DataDir); err != nil {
-			ln.Close()
 			return err
 		}
 		url = embedded.ClientURL()
@@ -132,12 +145,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	security, err := broker.Security{CA: cfg.NATSCA, Cert: cfg.NATSCert, Key: cfg.NATSKey,
 		Creds: cfg.NATSCreds, NKeySeedFile: cfg.NATSNKey}.Options()
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	nc, err := broker.Connect(url, "cpcancel", s.log, security...)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer nc.Close()
@@ -145,7 +156,6 @@ func (s *Service) Run(ctx context.Context) (err error) {
 
 	js, err := jetstream.New(nc)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	topo := Topology(cfg)
@@ -153,7 +163,6 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	defer cancelSetup()
 	consumer, err := s.consumer(setupCtx, js, topo)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 
@@ -162,12 +171,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		Replicas: cfg.Replicas,
 	})
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	tokens, tokenDesc, err := tokenSource(cfg)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	s.log.Info("Cloud Partner API credentials", "source", tokenDesc)
@@ -177,26 +184,42 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		Limits: cloudpartner.Limits{Rate: cfg.APIRateLimit, Burst: 1, Concurrency: cfg.APIConcurrency},
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("CPCANCEL_CLOUDPARTNER_BASE_URL: %w", err)
 	}
-	h := handler.New(handler.Config{
+	hcfg := handler.Config{
 		Source: cfg.Source, ResultSubjectPrefix: cfg.ResultSubject, DeadLetterSubject: cfg.DeadLetter,
 		Mode: mode, MaxAttempts: cfg.MaxAttempts, MaxRequestBytes: cfg.MaxRequestBytes,
 		PublishTimeout: publishTimeout, Heartbeat: heartbeat, Logger: s.log,
-	}, api, js, store, m)
+	}
+	var follower *follow.Follower
+	var followPool *worker.Pool
+	if cfg.Follow {
+		follower = follow.New(follow.Config{
+			Subject: cfg.FollowSubject, Source: cfg.Source, ResultSubjectPrefix: cfg.ResultSubject, Mode: mode,
+			Interval: cfg.FollowInterval, Timeout: cfg.FollowTimeout, PublishTimeout: publishTimeout, Logger: s.log,
+		}, api, js, m)
+		hcfg.Follow = follower.Start
+		fc, err := s.followConsumer(setupCtx, js, topo)
+		if err != nil {
+			return err
+		}
+		if followPool, err = worker.Start(fc, followConcurrency, cfg.ShutdownTimeout, s.log); err != nil {
+			return err
+		}
+	}
+	h := handler.New(hcfg, api, js, store, m)
 
 	if err := s.watchExhausted(ctx, nc, js, h); err != nil {
-		ln.Close()
 		return err
 	}
 	pool, err := worker.Start(consumer, cfg.Concurrency, cfg.ShutdownTimeout, s.log)
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: s.routes(nc, pool), ReadHeaderTimeout: 5 * time.Second}
+	consuming := func() bool { return pool.Consuming() && (followPool == nil || followPool.Consuming()) }
+	srv := &http.Server{Handler: s.routes(nc, consuming), ReadHeaderTimeout: 5 * time.Second}
 	httpErr := make(chan error, 1)
+	serving = true
 	go func() { httpErr <- srv.Serve(ln) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -205,7 +228,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}()
 
 	s.log.Info("cpcancel consuming", "nats", s.natsURL, "stream", cfg.RequestStream, "consumer", cfg.Consumer,
-		"concurrency", cfg.Concurrency, "api", cfg.BaseURL, "http", s.httpURL, "result_mode", mode)
+		"concurrency", cfg.Concurrency, "api", cfg.BaseURL, "http", s.httpURL, "result_mode", mode, "follow", cfg.Follow)
 	close(s.ready)
 
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -216,12 +239,31 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			stopRun()
 		}
 	}()
+	followDone := make(chan error, 1)
+	if followPool != nil {
+		go func() {
+			err := followPool.Run(runCtx, follower.Handle)
+			stopRun() // the service runs whole or not at all
+			followDone <- err
+		}()
+	} else {
+		followDone <- nil
+	}
 	runErr := pool.Run(runCtx, h.Handle)
+	stopRun()
+	runErr = errors.Join(runErr, <-followDone)
 	s.log.Info("stopped pulling; draining NATS connection")
 	if err := drain(nc, 10*time.Second); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
 	return runErr
+}
+
+func (s *Service) followConsumer(ctx context.Context, js jetstream.JetStream, topo broker.Topology) (jetstream.Consumer, error) {
+	if s.cfg.Provision {
+		return broker.ProvisionFollow(ctx, js, topo)
+	}
+	return broker.BindFollow(ctx, js, topo)
 }
 
 func (s *Service) consumer(ctx context.Context, js jetstream.JetStream, topo broker.Topology) (jetstream.Consumer, error) {
