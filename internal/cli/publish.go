@@ -33,7 +33,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if defaultURL == "" {
 		defaultURL = nats.DefaultURL
 	}
-	natsURL := fs.String("nats", defaultURL, "NATS server URL (default $NATS_URL or "+nats.DefaultURL+")")
+	natsURL := fs.String("nats", defaultURL, "NATS server URL (default $NATS_URL or "+nats.DefaultURL+"); TLS and credentials from CPCANCEL_NATS_CA, _CERT, _KEY, _CREDS, _NKEY")
 	subject := fs.String("subject", "cloudpartner.cancel.requests", "request subject")
 	resultPrefix := fs.String("results", "cloudpartner.cancel.results", "result subject prefix, for -wait")
 	publisher := fs.String("publisher", "", "publisher id (required)")
@@ -67,7 +67,12 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("publish: %w", err)
 	}
 
-	nc, err := broker.Connect(*natsURL, "cpcancel-publish", discard, nats.MaxReconnects(0))
+	security, err := broker.Security{CA: os.Getenv("CPCANCEL_NATS_CA"), Cert: os.Getenv("CPCANCEL_NATS_CERT"),
+		Key: os.Getenv("CPCANCEL_NATS_KEY"), Creds: os.Getenv("CPCANCEL_NATS_CREDS"), NKeySeedFile: os.Getenv("CPCANCEL_NATS_NKEY")}.Options()
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	nc, err := broker.Connect(*natsURL, "cpcancel-publish", discard, append(security, nats.MaxReconnects(0))...)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
