@@ -63,7 +63,8 @@ func TestSecureNATS(t *testing.T) {
 		// env gives cpcancel what the server requires; client does the same for the test's connection
 		env    map[string]string
 		client []nats.Option
-		// refused lacks one thing the server requires: the server must turn it away
+		// refused lacks one thing the server requires: the server must turn it away. nil: not
+		// checked (with TLS alone, check sees the connection is TLS instead)
 		refused []nats.Option
 		// check reads cpcancel's connection as the server saw it
 		check func(t *testing.T, c *server.ConnInfo)
