@@ -113,7 +113,7 @@ func (t Topology) ConsumerConfig() jetstream.ConsumerConfig {
 // Provision creates or updates the three streams and the consumer, and returns the consumer.
 func Provision(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
 	for _, sc := range t.Streams() {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := createOrUpdateStream(ctx, js, sc); err != nil {
 			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
@@ -124,9 +124,22 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) (jetstre
 	return c, nil
 }
 
+// createOrUpdateStream creates the stream, or updates it when it exists with another
+// configuration. It asks to create first, unlike jetstream's CreateOrUpdateStream: when replicas
+// start together on a JetStream cluster, an update that reaches the meta leader while another
+// replica's create of the same stream is still being proposed is never answered (nats-server
+// 2.15), and the replica gives up at its deadline; a create of an equal stream is answered.
+func createOrUpdateStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	_, err := js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		_, err = js.UpdateStream(ctx, cfg)
+	}
+	return err
+}
+
 // ProvisionFollow creates or updates the follow stream and its consumer.
 func ProvisionFollow(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
-	if _, err := js.CreateOrUpdateStream(ctx, t.FollowStreamConfig()); err != nil {
+	if err := createOrUpdateStream(ctx, js, t.FollowStreamConfig()); err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", t.FollowStream, err)
 	}
 	c, err := js.CreateOrUpdateConsumer(ctx, t.FollowStream, t.FollowConsumerConfig())

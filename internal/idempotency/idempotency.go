@@ -72,7 +72,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	var kv jetstream.KeyValue
 	var err error
 	if cfg.Provision {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kvc := jetstream.KeyValueConfig{
 			Bucket:         cfg.Bucket,
 			Description:    "cpcancel: per-request leases and recorded results",
 			History:        1,
@@ -80,7 +80,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 			Storage:        jetstream.FileStorage,
 			LimitMarkerTTL: time.Minute,
 			Replicas:       max(cfg.Replicas, 1),
-		})
+		}
+		// Create first, update only a bucket configured otherwise: on a cluster, an update sent
+		// while another replica's create is still being proposed is never answered.
+		kv, err = js.CreateKeyValue(ctx, kvc)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.UpdateKeyValue(ctx, kvc)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("provision idempotency bucket %s: %w", cfg.Bucket, err)
 		}

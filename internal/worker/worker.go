@@ -17,6 +17,13 @@ import (
 // period ran out.
 type HandleFunc func(ctx context.Context, msg jetstream.Msg)
 
+// pullHeartbeat is how often the consumer leader confirms a waiting pull request. A pull request
+// that no leader holds is never answered: one sent while a just-created consumer of a JetStream
+// cluster has no leader yet, or one parked at a leader that went away with its NATS node. The pool
+// notices only when heartbeats stop, after two of them, and pulls again; nats.go's default (half
+// the 30s expiry) would leave the replica idle for 30s.
+const pullHeartbeat = 2 * time.Second
+
 // Pool pulls messages and hands each to one of its goroutines.
 type Pool struct {
 	it          jetstream.MessagesContext
@@ -30,7 +37,7 @@ type Pool struct {
 // work may go on once Run's ctx is done.
 func Start(c jetstream.Consumer, concurrency int, grace time.Duration, log *slog.Logger) (*Pool, error) {
 	// Pull no more than the pool can start soon, so a message never ages in a buffer past AckWait.
-	it, err := c.Messages(jetstream.PullMaxMessages(concurrency))
+	it, err := c.Messages(jetstream.PullMaxMessages(concurrency), jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
 		return nil, fmt.Errorf("start pulling: %w", err)
 	}
