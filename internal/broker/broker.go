@@ -225,6 +225,10 @@ func connectHint(err error) string {
 		return "server certificate not trusted (CPCANCEL_NATS_CA names the CA that signed it)"
 	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert the server sent
 		return "server refused the TLS handshake (CPCANCEL_NATS_CERT and CPCANCEL_NATS_KEY: a client certificate signed by a CA it trusts)"
+	case errors.Is(err, nats.ErrTLS):
+		// The server hung up right after the handshake: with TLS 1.3 that is how a refused client
+		// certificate may look, when its alert arrives after our first write failed.
+		return "server closed the connection after the TLS handshake (usually: CPCANCEL_NATS_CERT and CPCANCEL_NATS_KEY: a client certificate signed by a CA it trusts)"
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		return "server does not offer TLS (CPCANCEL_NATS_CA is set; check CPCANCEL_NATS_URL)"
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
