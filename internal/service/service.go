@@ -126,6 +126,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	serving := false
 	defer func() {
 		if !serving {
+			ln.Close() // setup failed: the HTTP server never took the listener over
 		}
 	}()
 
