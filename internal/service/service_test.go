@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -377,4 +378,30 @@ func TestTokenFileRotation(t *testing.T) {
 	if r := rs["after-rotation"]; r.ev.Type() != cancelevent.Cancelled.Type() || r.data.StatusCode != 200 {
 		t.Errorf("after rotation: %s %+v", r.ev.Type(), r.data)
 	}
+}
+
+// TestFailedStartFreesPort checks that a service failing at setup releases its HTTP port.
+func TestFailedStartFreesPort(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	st := &stack{nats: natstest.Start(t), emuURL: "http://127.0.0.1:1"}
+	_, done, cancel := runService(t, st.env(map[string]string{"CPCANCEL_PROVISION": "false", "CPCANCEL_HTTP_ADDR": addr}))
+	defer cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("service started without its streams")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("service did not fail")
+	}
+	again, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("port %s still bound after the failed start: %v", addr, err)
+	}
+	again.Close()
 }
