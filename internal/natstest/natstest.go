@@ -57,7 +57,14 @@ func (s *Server) Restart(t testing.TB) {
 // Connect returns a client connection and its JetStream context, closed when the test ends.
 func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	return connect(t, s.ClientURL())
+}
+
+// connect dials urls, reconnecting for ever, and closes the connection when the test ends.
+func connect(t testing.TB, urls string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}

@@ -45,17 +45,7 @@ func StartWith(t testing.TB, opts *server.Options) *Server {
 // ConnectWith is Connect with client options, such as the TLS and credentials the server requires.
 func (s *Server) ConnectWith(t testing.TB, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
-	nc, err := nats.Connect(s.ClientURL(), opts...)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	return nc, js
+	return connect(t, s.ClientURL(), opts...)
 }
 
 // PKI is a throwaway certificate authority, generated for one test and written as PEM files
