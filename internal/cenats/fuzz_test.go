@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -39,10 +40,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted an invalid event: %v", err)
 		}
 		modes := []Mode{Binary}
-		if ct := ev.DataMediaType(); len(ev.Data()) == 0 || json.Valid(ev.Data()) || (ct != "" && ct != event.ApplicationJSON && !strings.HasSuffix(ct, "+json")) {
+		if ct := ev.DataMediaType(); len(ev.Data()) == 0 || (json.Valid(ev.Data()) && utf8.Valid(ev.Data())) || (ct != "" && ct != event.ApplicationJSON && !strings.HasSuffix(ct, "+json")) {
 			// sdk-go writes JSON-typed (or untyped) data into a structured event as it is, so
-			// data that is not JSON cannot be re-encoded structured. cpcancel re-encodes only
-			// its own results, whose data is JSON.
+			// data that is not JSON, or JSON holding invalid UTF-8 (which json.Valid lets
+			// through), cannot be re-encoded structured. cpcancel re-encodes only its own
+			// results, whose data json.Marshal wrote: valid JSON and UTF-8.
 			modes = append(modes, Structured)
 		}
 		for _, mode := range modes {
