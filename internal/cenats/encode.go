@@ -56,6 +56,15 @@ func Encode(ctx context.Context, ev *event.Event, mode Mode) (nats.Header, []byt
 	return w.header, w.body, nil
 }
 
+// NewMsg encodes ev in the given mode as a message for subject.
+func NewMsg(ctx context.Context, subject string, ev *event.Event, mode Mode) (*nats.Msg, error) {
+	hdr, body, err := Encode(ctx, ev, mode)
+	if err != nil {
+		return nil, err
+	}
+	return &nats.Msg{Subject: subject, Header: hdr, Data: body}, nil
+}
+
 // writer is both the structured and the binary writer of one NATS message.
 type writer struct {
 	header nats.Header

@@ -120,13 +120,13 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // publishRequest stores a request event in JetStream, with its id as Nats-Msg-Id so that an
 // accidental re-send inside the duplicate window is dropped.
 func publishRequest(ctx context.Context, js jetstream.JetStream, subject string, ev *event.Event, mode cenats.Mode) (*jetstream.PubAck, error) {
-	hdr, body, err := cenats.Encode(ctx, ev, mode)
+	msg, err := cenats.NewMsg(ctx, subject, ev, mode)
 	if err != nil {
 		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return js.PublishMsg(pctx, &nats.Msg{Subject: subject, Header: hdr, Data: body}, jetstream.WithMsgID(ev.ID()))
+	return js.PublishMsg(pctx, msg, jetstream.WithMsgID(ev.ID()))
 }
 
 // watchResults calls fn with every result event stored from now on (or from the start, with

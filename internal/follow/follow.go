@@ -177,22 +177,24 @@ func (f *Follower) Handle(ctx context.Context, msg jetstream.Msg) {
 // finish stores the final result and acks the task, or hands it back if the result is not stored.
 func (f *Follower) finish(ctx context.Context, msg jetstream.Msg, req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) {
 	ev, err := cancelevent.NewFinalResult(f.cfg.Source, req, o, d, time.Now())
+	var out *nats.Msg
 	if err == nil {
-		var hdr nats.Header
-		var body []byte
-		if hdr, body, err = cenats.Encode(ctx, ev, f.cfg.Mode); err == nil {
-			pctx, cancel := context.WithTimeout(ctx, f.cfg.PublishTimeout)
-			_, err = f.pub.PublishMsg(pctx, &nats.Msg{Subject: f.cfg.ResultSubjectPrefix + "." + string(o), Header: hdr, Data: body},
-				jetstream.WithMsgID(ev.ID()))
-			cancel()
-		}
+		out, err = cenats.NewMsg(ctx, f.cfg.ResultSubjectPrefix+"."+string(o), ev, f.cfg.Mode)
+	}
+	var ack *jetstream.PubAck
+	if err == nil {
+		pctx, cancel := context.WithTimeout(ctx, f.cfg.PublishTimeout)
+		ack, err = f.pub.PublishMsg(pctx, out, jetstream.WithMsgID(ev.ID()))
+		cancel()
 	}
 	if err != nil {
 		f.log.Warn("could not store final result, retrying", "request_id", req.ID, "err", err)
 		settle(f.log, msg, msg.NakWithDelay(time.Second))
 		return
 	}
-	f.rec.ResultStored(string(o))
+	if !ack.Duplicate { // already in the result stream: JetStream dropped this copy
+		f.rec.ResultStored(string(o))
+	}
 	f.log.Info("final result stored", "request_id", req.ID, "request_source", req.Source, "outcome", o,
 		"operation_status", d.OperationStatus, "result_id", ev.ID())
 	settle(f.log, msg, msg.Ack())

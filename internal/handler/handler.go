@@ -306,19 +306,20 @@ func (h *Handler) republish(ctx context.Context, req *event.Event, recorded []by
 // set, runs while the acknowledgement of the publish is on its way.
 func (h *Handler) publish(ctx context.Context, result *event.Event, meanwhile func()) action {
 	outcome := strings.TrimPrefix(result.Type(), "cloudpartner.offer.cancel.")
-	hdr, body, err := cenats.Encode(ctx, result, h.cfg.Mode)
+	out, err := cenats.NewMsg(ctx, h.cfg.ResultSubjectPrefix+"."+outcome, result, h.cfg.Mode)
 	var stored jetstream.PubAckFuture
 	if err == nil {
-		out := &nats.Msg{Subject: h.cfg.ResultSubjectPrefix + "." + outcome, Header: hdr, Data: body}
 		stored, err = h.pub.PublishMsgAsync(out, jetstream.WithMsgID(result.ID()))
 	}
 	if meanwhile != nil {
 		meanwhile()
 	}
+	duplicate := false
 	if err == nil {
 		timeout := time.NewTimer(h.cfg.PublishTimeout)
 		select {
-		case <-stored.Ok():
+		case ack := <-stored.Ok():
+			duplicate = ack.Duplicate
 		case err = <-stored.Err():
 		case <-timeout.C:
 			err = errors.New("no acknowledgement within the publish timeout")
@@ -329,7 +330,9 @@ func (h *Handler) publish(ctx context.Context, result *event.Event, meanwhile fu
 		h.log.Warn("could not store result, retrying", "result_id", result.ID(), "outcome", outcome, "err", err)
 		return action{kind: nak, delay: h.cfg.RetryBase, reason: "result not stored"}
 	}
-	h.rec.ResultStored(outcome)
+	if !duplicate { // already in the result stream: JetStream dropped this copy
+		h.rec.ResultStored(outcome)
+	}
 	if h.cfg.Follow != nil && outcome == string(cancelevent.Cancelling) {
 		if err := h.cfg.Follow(ctx, result); err != nil {
 			h.log.Warn("could not schedule following the operation, retrying", "result_id", result.ID(), "err", err)

@@ -38,6 +38,10 @@ func TestDuplicateRequests(t *testing.T) {
 		t.Errorf("API called %d times for one request, want 1", n)
 	}
 	waitEmpty(t, st, "CPCANCEL_REQUESTS")
+	// The republished copies were dropped by the result stream: one result stored.
+	if got := metricValue(t, st.svc.Registry(), "cpcancel_results_total", "outcome", "cancelling"); got != 1 {
+		t.Errorf("cpcancel_results_total{outcome=cancelling} = %v, want 1", got)
+	}
 }
 
 // TestTwoConsumersOneRequest runs two cpcancel instances on one durable consumer and gives them
