@@ -105,7 +105,7 @@ func Topology(cfg config.Config) broker.Topology {
 
 // Run serves until ctx is done, then shuts down in order: stop pulling, let in-flight requests
 // finish (each waits for its result's publish ack) within the grace period, drain the NATS
-// connection, stop the embedded server, stop the HTTP server.
+// connection, stop the HTTP server, stop the embedded NATS server.
 func (s *Service) Run(ctx context.Context) (err error) {
 	cfg := s.cfg
 	mode, err := cenats.ParseMode(cfg.ResultMode)
