@@ -185,6 +185,13 @@ func ValidID(id string) bool {
 	return true
 }
 
+// Header values and the body shared by every call; never modified.
+var (
+	jsonHeader      = []string{"application/json"}
+	userAgentHeader = []string{"cpcancel"}
+	noEmailsBody    = []byte(`{"metadata":{}}`)
+)
+
 type cancelBody struct {
 	Metadata cancelMetadata `json:"metadata"`
 }
@@ -207,9 +214,13 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 			emails = append(emails, e)
 		}
 	}
-	body, err := json.Marshal(cancelBody{Metadata: cancelMetadata{NotificationEmails: strings.Join(emails, ",")}})
-	if err != nil {
-		return Accepted{}, &Error{Code: "invalid_request", Message: "cannot encode request body", Err: err}
+	body := noEmailsBody
+	if len(emails) > 0 {
+		var err error
+		body, err = json.Marshal(cancelBody{Metadata: cancelMetadata{NotificationEmails: strings.Join(emails, ",")}})
+		if err != nil {
+			return Accepted{}, &Error{Code: "invalid_request", Message: "cannot encode request body", Err: err}
+		}
 	}
 	endpoint := c.base + "/api/publishers/" + url.PathEscape(req.PublisherID) +
 		"/offers/" + url.PathEscape(req.OfferID) + "/cancel?api-version=" + url.QueryEscape(c.apiVersion)
@@ -285,14 +296,15 @@ func (c *Client) exchange(ctx context.Context, method, endpoint string, body []b
 	if err != nil {
 		return nil, nil, &Error{Code: "invalid_request", Message: "cannot build the request", Err: err}
 	}
+	req.Header = make(http.Header, 4)
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header["Content-Type"] = jsonHeader
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header["Accept"] = jsonHeader
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header["Authorization"] = []string{"Bearer " + token}
 	}
-	req.Header.Set("User-Agent", "cpcancel")
+	req.Header["User-Agent"] = userAgentHeader
 
 	start := time.Now()
 	resp, err := c.http.Do(req)
@@ -301,7 +313,7 @@ func (c *Client) exchange(ctx context.Context, method, endpoint string, body []b
 		return nil, nil, c.transportError(ctx, callCtx, err, secrets)
 	}
 	defer drainClose(resp.Body)
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes)) // a short body is still an answer
+	data, _ := readBody(resp) // a short body is still an answer
 	c.observe(strconv.Itoa(resp.StatusCode), time.Since(start))
 	return resp, data, nil
 }
@@ -316,6 +328,17 @@ func (c *Client) observeThrottle(limit string, waited time.Duration) {
 	if c.observer != nil {
 		c.observer.ObserveThrottle(limit, waited)
 	}
+}
+
+// readBody reads at most maxBodyBytes of the response body, in one allocation of the right size
+// when the response says how long it is.
+func readBody(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= maxBodyBytes {
+		data := make([]byte, n)
+		read, err := io.ReadFull(resp.Body, data)
+		return data[:read], err
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 }
 
 func drainClose(body io.ReadCloser) {
@@ -440,19 +463,25 @@ func correlationID(h http.Header, secrets []string) string {
 // location returns the absolute operation URL from the Location header, the Operation-Location
 // header or the body, in that order, or "" when none holds a usable one.
 func (c *Client) location(h http.Header, body []byte, secrets []string) string {
-	candidates := []string{h.Get("Location"), h.Get("Operation-Location")}
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(body, &fields) == nil {
-		for _, key := range []string{"location", "Location", "operationLocation", "operation-location", "Operation-Location"} {
-			var s string
-			if json.Unmarshal(fields[key], &s) == nil {
-				candidates = append(candidates, s)
-			}
+	usable := func(raw string) (string, bool) {
+		loc, ok := c.resolve(raw)
+		return loc, ok && !containsAny(loc, secrets)
+	}
+	for _, name := range []string{"Location", "Operation-Location"} {
+		if loc, ok := usable(h.Get(name)); ok {
+			return loc
 		}
 	}
-	for _, raw := range candidates {
-		if loc, ok := c.resolve(raw); ok && !containsAny(loc, secrets) {
-			return loc
+	var fields map[string]json.RawMessage // only read when no header names one
+	if json.Unmarshal(body, &fields) != nil {
+		return ""
+	}
+	for _, key := range []string{"location", "Location", "operationLocation", "operation-location", "Operation-Location"} {
+		var s string
+		if json.Unmarshal(fields[key], &s) == nil {
+			if loc, ok := usable(s); ok {
+				return loc
+			}
 		}
 	}
 	return ""
@@ -504,9 +533,27 @@ func operationID(loc string) string {
 	return id
 }
 
+// plain reports whether s is printable ASCII without runs of spaces or spaces at either end, which
+// clean would return unchanged.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e || s[i] == ' ' && (i == 0 || i == len(s)-1 || s[i+1] == ' ') {
+			return false
+		}
+	}
+	return true
+}
+
 // clean redacts secrets, flattens control characters and whitespace, and cuts s to at most limit
 // bytes on a UTF-8 boundary. Redaction comes first so that a cut cannot leave part of a secret.
 func clean(s string, limit int, secrets []string) string {
+	if len(s) <= limit && plain(s) && !containsAny(s, secrets) {
+		return s // the usual case: nothing to redact, flatten or cut
+	}
+	return cleanSlow(s, limit, secrets)
+}
+
+func cleanSlow(s string, limit int, secrets []string) string {
 	for _, secret := range secrets {
 		if secret != "" {
 			s = strings.ReplaceAll(s, secret, "[redacted]")

@@ -920,3 +920,27 @@ func TestParseRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// TestCleanFastPath checks, for every string of up to five characters from an alphabet of the
+// cases that matter, that clean's shortcut returns what the full path would.
+func TestCleanFastPath(t *testing.T) {
+	alphabet := []string{"a", " ", "\t", "é", "\x7f", "\xff", "~"}
+	var walk func(s string, depth int)
+	walk = func(s string, depth int) {
+		if plain(s) {
+			if full := cleanSlow(s, maxMessageBytes, nil); full != s {
+				t.Errorf("plain(%q) but the full clean gives %q", s, full)
+			}
+		}
+		if depth == 5 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(s+c, depth+1)
+		}
+	}
+	walk("", 0)
+	if got := clean("a secret here", maxMessageBytes, []string{"secret"}); got != "a [redacted] here" {
+		t.Errorf("clean redacts nothing on the shortcut: %q", got)
+	}
+}
