@@ -38,9 +38,9 @@ type Config struct {
 
 // Store is safe for concurrent use.
 type Store struct {
-	kv    jetstream.KeyValue
-	lease time.Duration
-	owner string
+	kv        jetstream.KeyValue
+	lease     time.Duration
+	ownerJSON []byte // this process, as a JSON string
 }
 
 // BusyError is returned by Claim while another worker holds the request.
@@ -53,17 +53,30 @@ func (e *BusyError) Error() string {
 	return "request is being processed by another worker until " + e.Until.Format(time.RFC3339)
 }
 
-// An entry's value is one state byte and its payload: a lease's owner and end, or the recorded
-// result event (structured JSON) as it is, so that recording and reading it costs no re-encoding.
+// An entry's value is either a lease, the byte 'L' followed by JSON naming its owner and end (for
+// operators reading the bucket), or the recorded result event as it is (structured JSON, starting
+// with '{'), so that recording and reading it costs no re-encoding or copy. Records written by
+// earlier versions carry a 'D' before the result and are still read.
 const (
 	stateLeased = 'L'
-	stateDone   = 'D'
+	legacyDone  = 'D'
 )
 
-// lease is the payload of a leased entry, kept for operators reading the bucket.
+// lease is the payload of a leased entry.
 type lease struct {
 	Owner   string    `json:"owner"`
 	Expires time.Time `json:"expires"`
+}
+
+// leaseValue encodes a lease as json.Marshal would, in one allocation.
+func (s *Store) leaseValue(until time.Time) []byte {
+	v := make([]byte, 0, 64+len(s.ownerJSON))
+	v = append(v, stateLeased)
+	v = append(v, `{"owner":`...)
+	v = append(v, s.ownerJSON...)
+	v = append(v, `,"expires":"`...)
+	v = until.AppendFormat(v, time.RFC3339Nano)
+	return append(v, `"}`...)
 }
 
 // Open binds to the bucket, creating or updating it when cfg.Provision is set. Per-key lease TTLs
@@ -97,7 +110,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		return nil, fmt.Errorf("look up idempotency bucket %s: %w", cfg.Bucket, err)
 	}
 	host, _ := os.Hostname()
-	return &Store{kv: kv, lease: cfg.Lease, owner: host + "/" + strconv.Itoa(os.Getpid())}, nil
+	owner, err := json.Marshal(host + "/" + strconv.Itoa(os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv, lease: cfg.Lease, ownerJSON: owner}, nil
 }
 
 // Key is the bucket key of the request (source, id): a hash, since ids may hold any character.
@@ -120,12 +137,7 @@ type Lease struct {
 // result when the request was answered before, or a *BusyError while another worker holds it.
 // Any other error means the store could not be reached: retry later.
 func (s *Store) Claim(ctx context.Context, key string) (claimed *Lease, recorded []byte, err error) {
-	until := time.Now().Add(s.lease)
-	payload, err := json.Marshal(lease{Owner: s.owner, Expires: until})
-	if err != nil {
-		return nil, nil, err
-	}
-	rev, err := s.kv.Create(ctx, key, append([]byte{stateLeased}, payload...), jetstream.KeyTTL(s.lease))
+	rev, err := s.kv.Create(ctx, key, s.leaseValue(time.Now().Add(s.lease)), jetstream.KeyTTL(s.lease))
 	if err == nil {
 		return &Lease{s: s, key: key, rev: rev}, nil, nil
 	}
@@ -142,7 +154,9 @@ func (s *Store) Claim(ctx context.Context, key string) (claimed *Lease, recorded
 	}
 	v := kve.Value()
 	switch {
-	case len(v) > 1 && v[0] == stateDone:
+	case len(v) > 1 && v[0] == '{':
+		return nil, v, nil
+	case len(v) > 1 && v[0] == legacyDone:
 		return nil, v[1:], nil
 	case len(v) > 1 && v[0] == stateLeased:
 		var l lease
@@ -154,11 +168,13 @@ func (s *Store) Claim(ctx context.Context, key string) (claimed *Lease, recorded
 	return nil, nil, fmt.Errorf("read request state: unknown value %q", v[:min(len(v), 16)])
 }
 
-// Complete records the result of the leased request for the bucket's TTL.
+// Complete records the result of the leased request for the bucket's TTL. result is a
+// structured-mode CloudEvent (a JSON object); it is stored as it is.
 func (l *Lease) Complete(ctx context.Context, result []byte) error {
-	val := make([]byte, 0, 1+len(result))
-	val = append(append(val, stateDone), result...)
-	if _, err := l.s.kv.Update(ctx, l.key, val, l.rev); err != nil {
+	if len(result) < 2 || result[0] != '{' {
+		return errors.New("record result: not a JSON object")
+	}
+	if _, err := l.s.kv.Update(ctx, l.key, result, l.rev); err != nil {
 		return fmt.Errorf("record result: %w", err)
 	}
 	return nil
