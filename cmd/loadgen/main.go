@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,6 +45,14 @@ func realMain(ctx context.Context) error {
 	flag.DurationVar(&s.Latency, "latency", 0, "API emulator latency (embedded stack only)")
 	flag.IntVar(&s.Concurrency, "concurrency", 32, "CPCANCEL_CONCURRENCY of the cpcancel started here")
 	flag.StringVar(&s.CPUProfile, "cpuprofile", "", "write a CPU profile of the cpcancel started here to this file")
+	flag.StringVar(&s.MemProfile, "memprofile", "", "write an allocation profile of the cpcancel started here to this file when it stops")
+	flag.Func("env", "`KEY=VALUE` added to the environment of the cpcancel started here, e.g. GOMEMLIMIT=30MiB or CPCANCEL_RESULT_MODE=structured (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		s.Env = append(s.Env, v)
+		return nil
+	})
 	selfProfile := flag.String("self-cpuprofile", "", "write a CPU profile of this process (nats-server, emulator, load) to this file")
 	flag.Parse()
 	o.RequestSubject, o.ResultStream = "cloudpartner.cancel.requests", "CPCANCEL_RESULTS"
@@ -81,7 +90,26 @@ func runChild(ctx context.Context) error {
 		return err
 	}
 	defer stopProfile()
-	return cli.Run(ctx, nil, metrics.Build{Version: "loadgen"}, os.Stdout, os.Stderr)
+	err = cli.Run(ctx, nil, metrics.Build{Version: "loadgen"}, os.Stdout, os.Stderr)
+	if path := os.Getenv("CPCANCEL_LOADGEN_MEMPROFILE"); path != "" {
+		if werr := writeAllocProfile(path); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+// writeAllocProfile writes the allocations sampled since the process started to path.
+func writeAllocProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // startCPUProfile profiles this process into path until stop is called; an empty path does nothing.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,8 +35,10 @@ type Options struct {
 // Report is what a run measured.
 type Report struct {
 	Requests, Results, Lost, Duplicates int
-	Elapsed                             time.Duration
-	P50, P90, P99, Max                  time.Duration
+	// Outcomes counts the first result of each request by its outcome (the last part of its type).
+	Outcomes           map[string]int
+	Elapsed            time.Duration
+	P50, P90, P99, Max time.Duration
 }
 
 // Throughput is results stored per second.
@@ -44,6 +47,11 @@ func (r Report) Throughput() float64 { return float64(r.Results) / r.Elapsed.Sec
 // Print writes the report for a person.
 func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "requests %d  results %d  lost %d  duplicated %d\n", r.Requests, r.Results, r.Lost, r.Duplicates)
+	outcomes := slices.Sorted(maps.Keys(r.Outcomes))
+	for i, o := range outcomes {
+		outcomes[i] = fmt.Sprintf("%s %d", o, r.Outcomes[o])
+	}
+	fmt.Fprintf(w, "outcomes: %s\n", strings.Join(outcomes, ", "))
 	fmt.Fprintf(w, "elapsed %s  throughput %.0f requests/s\n", r.Elapsed.Round(time.Millisecond), r.Throughput())
 	fmt.Fprintf(w, "latency published -> result stored: p50 %s  p90 %s  p99 %s  max %s\n",
 		r.P50.Round(10*time.Microsecond), r.P90.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond))
@@ -64,6 +72,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 	sent := make([]time.Time, o.Requests)
 	seen := make([]int, o.Requests)
 	latencies := make([]time.Duration, 0, o.Requests)
+	outcomes := map[string]int{}
 	var last time.Time
 	all := make(chan struct{})
 	results := 0
@@ -91,6 +100,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 			return
 		}
 		latencies = append(latencies, meta.Timestamp.Sub(sent[i]))
+		outcomes[strings.TrimPrefix(m.Headers().Get("ce-type"), "cloudpartner.offer.cancel.")]++
 		last = meta.Timestamp
 		if results++; results == o.Requests {
 			close(all)
@@ -118,7 +128,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 
 	mu.Lock()
 	defer mu.Unlock()
-	r := Report{Requests: o.Requests, Results: results, Elapsed: last.Sub(start)}
+	r := Report{Requests: o.Requests, Results: results, Outcomes: outcomes, Elapsed: last.Sub(start)}
 	for _, n := range seen {
 		if n == 0 {
 			r.Lost++

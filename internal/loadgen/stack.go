@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +33,10 @@ type Stack struct {
 	Concurrency int
 	// CPUProfile, when set, makes the cpcancel child write a CPU profile there.
 	CPUProfile string
+	// Env is added to the cpcancel child's environment (KEY=VALUE), after the settings above.
+	Env []string
+	// MemProfile, when set, makes the cpcancel child write an allocation profile there as it stops.
+	MemProfile string
 
 	child *exec.Cmd
 }
@@ -85,7 +90,9 @@ func (s *Stack) startLocal(stops *[]func()) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	emu := &http.Server{Handler: emulator.New(emulator.Options{Token: "loadgen", Latency: s.Latency, OperationDuration: time.Minute})}
+	// A token that no id or location contains: cpcancel refuses a location holding its token.
+	token := rand.Text()
+	emu := &http.Server{Handler: emulator.New(emulator.Options{Token: token, Latency: s.Latency, OperationDuration: time.Minute})}
 	go emu.Serve(ln)
 	*stops = append(*stops, func() { emu.Close() })
 
@@ -97,11 +104,13 @@ func (s *Stack) startLocal(stops *[]func()) (string, error) {
 	cmd.Env = append(os.Environ(), ChildEnv+"=1",
 		"CPCANCEL_NATS_URL="+ns.ClientURL(),
 		"CPCANCEL_CLOUDPARTNER_BASE_URL=http://"+ln.Addr().String(),
-		"CPCANCEL_CLOUDPARTNER_TOKEN=loadgen", "CPCANCEL_CLOUDPARTNER_TOKEN_FILE=",
+		"CPCANCEL_CLOUDPARTNER_TOKEN="+token, "CPCANCEL_CLOUDPARTNER_TOKEN_FILE=",
 		"CPCANCEL_HTTP_ADDR=127.0.0.1:0",
 		"CPCANCEL_CONCURRENCY="+strconv.Itoa(s.Concurrency),
 		"CPCANCEL_LOG_LEVEL=warn",
-		"CPCANCEL_LOADGEN_CPUPROFILE="+s.CPUProfile)
+		"CPCANCEL_LOADGEN_CPUPROFILE="+s.CPUProfile,
+		"CPCANCEL_LOADGEN_MEMPROFILE="+s.MemProfile)
+	cmd.Env = append(cmd.Env, s.Env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start cpcancel: %w", err)
