@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -38,9 +39,12 @@ type Config struct {
 
 // Store is safe for concurrent use.
 type Store struct {
-	kv        jetstream.KeyValue
-	lease     time.Duration
-	ownerJSON []byte // this process, as a JSON string
+	js            jetstream.JetStream
+	kv            jetstream.KeyValue
+	subjectPrefix string // of the bucket's keys
+	lease         time.Duration
+	leaseTTL      []string // lease as a Nats-TTL header value
+	ownerJSON     []byte   // this process, as a JSON string
 }
 
 // BusyError is returned by Claim while another worker holds the request.
@@ -114,7 +118,10 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Store{kv: kv, lease: cfg.Lease, ownerJSON: owner}, nil
+	return &Store{
+		js: js, kv: kv, subjectPrefix: "$KV." + cfg.Bucket + ".",
+		lease: cfg.Lease, leaseTTL: []string{cfg.Lease.String()}, ownerJSON: owner,
+	}, nil
 }
 
 // Key is the bucket key of the request (source, id): a hash, since ids may hold any character.
@@ -137,7 +144,16 @@ type Lease struct {
 // result when the request was answered before, or a *BusyError while another worker holds it.
 // Any other error means the store could not be reached: retry later.
 func (s *Store) Claim(ctx context.Context, key string) (claimed *Lease, recorded []byte, err error) {
-	rev, err := s.kv.Create(ctx, key, s.leaseValue(time.Now().Add(s.lease)), jetstream.KeyTTL(s.lease))
+	value := s.leaseValue(time.Now().Add(s.lease))
+	// The usual case, a key never seen, costs one put expecting no entry at all. Otherwise
+	// KeyValue.Create also takes the place of a deleted or expired entry.
+	rev, err := s.put(ctx, key, value, nats.Header{
+		jetstream.ExpectedLastSubjSeqHeader: noEntry,
+		jetstream.MsgTTLHeader:              s.leaseTTL,
+	})
+	if isWrongLastSeq(err) {
+		rev, err = s.kv.Create(ctx, key, value, jetstream.KeyTTL(s.lease))
+	}
 	if err == nil {
 		return &Lease{s: s, key: key, rev: rev}, nil, nil
 	}
@@ -174,10 +190,50 @@ func (l *Lease) Complete(ctx context.Context, result []byte) error {
 	if len(result) < 2 || result[0] != '{' {
 		return errors.New("record result: not a JSON object")
 	}
-	if _, err := l.s.kv.Update(ctx, l.key, result, l.rev); err != nil {
+	_, err := l.s.put(ctx, l.key, result, nats.Header{
+		jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(l.rev, 10)},
+	})
+	if err != nil {
 		return fmt.Errorf("record result: %w", err)
 	}
 	return nil
+}
+
+// noEntry is the expected last sequence of a key without any entry.
+var noEntry = []string{"0"}
+
+// put stores value under key, as KeyValue's Create and Update do, with the expectations in
+// header, and waits for the acknowledgement. It publishes asynchronously: for the client that is
+// about half the work of a synchronous publish, which is what Create and Update use.
+func (s *Store) put(ctx context.Context, key string, value []byte, header nats.Header) (revision uint64, err error) {
+	stored, err := s.js.PublishMsgAsync(&nats.Msg{Subject: s.subjectPrefix + key, Header: header, Data: value})
+	if err != nil {
+		return 0, err
+	}
+	timeout := time.NewTimer(putTimeout)
+	defer timeout.Stop()
+	select {
+	case ack := <-stored.Ok():
+		return ack.Sequence, nil
+	case err := <-stored.Err():
+		return 0, err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-timeout.C:
+		return 0, fmt.Errorf("no acknowledgement within %s", putTimeout)
+	}
+}
+
+// putTimeout bounds the wait for a put's acknowledgement, as the default timeout of a
+// synchronous JetStream publish does.
+const putTimeout = 5 * time.Second
+
+// isWrongLastSeq reports whether err says the key's last revision is not the one expected (code
+// 10164 on replicated streams, 10071 otherwise).
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Release gives the lease up so that the next delivery can claim it at once.

@@ -7,17 +7,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/idempotency"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
-func open(t *testing.T) (*idempotency.Store, jetstream.KeyValue) {
+func open(t *testing.T, lease time.Duration) (*idempotency.Store, jetstream.KeyValue, jetstream.JetStream) {
 	t.Helper()
 	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	s, err := idempotency.Open(ctx, js, idempotency.Config{Bucket: "IDEM", TTL: time.Hour, Lease: time.Minute, Provision: true})
+	s, err := idempotency.Open(ctx, js, idempotency.Config{Bucket: "IDEM", TTL: time.Hour, Lease: lease, Provision: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,13 +26,38 @@ func open(t *testing.T) (*idempotency.Store, jetstream.KeyValue) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, kv
+	return s, kv, js
+}
+
+// TestExpiredLease claims a key whose lease expired (the server left a marker in its place).
+func TestExpiredLease(t *testing.T) {
+	s, kv, _ := open(t, time.Second)
+	ctx := context.Background()
+	key := idempotency.Key("/src", "crashed")
+	if _, _, err := s.Claim(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease of 1s still there after 10s (Get: %v)", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	lease, recorded, err := s.Claim(ctx, key)
+	if err != nil || lease == nil || recorded != nil {
+		t.Fatalf("claim after the lease expired = %v, %q, %v; want a new lease", lease, recorded, err)
+	}
 }
 
 // TestLifecycle walks one key through absent → leased → released → leased → done, and checks what
 // a second claimant sees at each step and what operators read in the bucket.
 func TestLifecycle(t *testing.T) {
-	s, kv := open(t)
+	s, kv, js := open(t, time.Minute)
 	ctx := context.Background()
 	key := idempotency.Key("/src", "id-1")
 
@@ -61,6 +87,10 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("lease value %q: want 'L' and JSON with owner and the expiry %s", v, busy.Until)
 	}
 
+	if ttl := entryHeader(t, js, key).Get("Nats-TTL"); ttl != "1m0s" {
+		t.Errorf("lease entry has Nats-TTL %q, want the lease 1m0s", ttl)
+	}
+
 	if err := lease.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -78,17 +108,22 @@ func TestLifecycle(t *testing.T) {
 	if _, recorded, err = s.Claim(ctx, key); err != nil || string(recorded) != string(result) {
 		t.Fatalf("claim after complete = %q, %v; want the recorded result", recorded, err)
 	}
+	if ttl := entryHeader(t, js, key).Get("Nats-TTL"); ttl != "" {
+		t.Errorf("record has Nats-TTL %q, want none: it lives for the bucket's TTL", ttl)
+	}
 }
 
-// TestLegacyRecord reads a result recorded by an earlier version, with a 'D' before the event.
-func TestLegacyRecord(t *testing.T) {
-	s, kv := open(t)
+// entryHeader returns the headers of key's latest entry as the server stores them.
+func entryHeader(t *testing.T, js jetstream.JetStream, key string) nats.Header {
+	t.Helper()
 	ctx := context.Background()
-	key := idempotency.Key("/src", "old")
-	if _, err := kv.Put(ctx, key, []byte(`D{"id":"r0"}`)); err != nil {
+	stream, err := js.Stream(ctx, "KV_IDEM")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, recorded, err := s.Claim(ctx, key); err != nil || string(recorded) != `{"id":"r0"}` {
-		t.Fatalf("claim = %q, %v; want the legacy record without its state byte", recorded, err)
+	msg, err := stream.GetLastMsgForSubject(ctx, "$KV.IDEM."+key)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return msg.Header
 }
