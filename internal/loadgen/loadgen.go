@@ -4,6 +4,7 @@ package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,13 +37,19 @@ type Options struct {
 type Report struct {
 	Requests, Results, Lost, Duplicates int
 	// Outcomes counts the first result of each request by its outcome (the last part of its type).
-	Outcomes           map[string]int
+	Outcomes map[string]int
+	// Elapsed runs from the first publish to the last result stored; 0 when no result was.
 	Elapsed            time.Duration
 	P50, P90, P99, Max time.Duration
 }
 
-// Throughput is results stored per second.
-func (r Report) Throughput() float64 { return float64(r.Results) / r.Elapsed.Seconds() }
+// Throughput is results stored per second; 0 when no result was.
+func (r Report) Throughput() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Results) / r.Elapsed.Seconds()
+}
 
 // Print writes the report for a person.
 func (r Report) Print(w io.Writer) {
@@ -58,7 +65,8 @@ func (r Report) Print(w io.Writer) {
 }
 
 // Run publishes the requests on js and waits for their results. Each request names its own offer,
-// <Offer>-<run>-<n>, so that results are matched by their subject attribute without decoding.
+// <Offer>-<run>-<n>, so that results are matched by their subject attribute: the ce-subject header
+// of a binary-mode result, read without decoding, or the subject of a structured one.
 func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error) {
 	if o.Requests < 1 || o.Requests > 10_000_000 {
 		return Report{}, fmt.Errorf("requests must be 1 to 10000000, got %d", o.Requests)
@@ -82,7 +90,16 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 		return Report{}, fmt.Errorf("watch results: %w", err)
 	}
 	cc, err := c.Consume(func(m jetstream.Msg) {
-		n, ok := strings.CutPrefix(m.Headers().Get("ce-subject"), offerPrefix)
+		subject, typ := m.Headers().Get("ce-subject"), m.Headers().Get("ce-type")
+		if subject == "" {
+			// A structured result (CPCANCEL_RESULT_MODE=structured) has its attributes in the body.
+			var ev struct{ Subject, Type string }
+			if json.Unmarshal(m.Data(), &ev) != nil {
+				return
+			}
+			subject, typ = ev.Subject, ev.Type
+		}
+		n, ok := strings.CutPrefix(subject, offerPrefix)
 		if !ok {
 			return
 		}
@@ -100,7 +117,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 			return
 		}
 		latencies = append(latencies, meta.Timestamp.Sub(sent[i]))
-		outcomes[strings.TrimPrefix(m.Headers().Get("ce-type"), "cloudpartner.offer.cancel.")]++
+		outcomes[strings.TrimPrefix(typ, "cloudpartner.offer.cancel.")]++
 		last = meta.Timestamp
 		if results++; results == o.Requests {
 			close(all)
@@ -128,7 +145,12 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 
 	mu.Lock()
 	defer mu.Unlock()
-	r := Report{Requests: o.Requests, Results: results, Outcomes: outcomes, Elapsed: last.Sub(start)}
+	// A result arriving while the caller reads the report must not touch its outcomes: Run's
+	// consumer may still be delivering until its deferred Stop.
+	r := Report{Requests: o.Requests, Results: results, Outcomes: maps.Clone(outcomes)}
+	if results > 0 {
+		r.Elapsed = last.Sub(start)
+	}
 	for _, n := range seen {
 		if n == 0 {
 			r.Lost++
