@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -203,6 +204,19 @@ func TestCancelRejects(t *testing.T) {
 		{name: "empty emails", body: ptr(`{"metadata":{"notification-emails":""}}`), wantStatus: 202},
 		{name: "spaced emails", body: ptr(`{"metadata":{"notification-emails":"a@contoso.com, Jon Doe <b@contoso.com>"}}`), wantStatus: 202},
 		{name: "charset", mutate: func(r *http.Request) { r.Header.Set("Content-Type", "application/json; charset=utf-8") }, wantStatus: 202},
+		{name: "content type case", mutate: func(r *http.Request) { r.Header.Set("Content-Type", "Application/JSON") }, wantStatus: 202},
+		{name: "content type bad parameter", mutate: func(r *http.Request) { r.Header.Set("Content-Type", "application/json; charset") }, wantStatus: 400, wantCode: "BadRequest"},
+		{name: "json suffix type", mutate: func(r *http.Request) { r.Header.Set("Content-Type", "application/merge-patch+json") }, wantStatus: 400, wantCode: "BadRequest"},
+		{name: "other query parameters", mutate: func(r *http.Request) { r.URL.RawQuery = "x=1&api-version=2017-10-31" }, wantStatus: 202},
+		{name: "api-version repeated", mutate: func(r *http.Request) { r.URL.RawQuery = "api-version=2016-01-01&api-version=2017-10-31" }, wantStatus: 400, wantCode: "InvalidApiVersion"},
+		{name: "api-version escaped", mutate: func(r *http.Request) { r.URL.RawQuery = "api%2Dversion=2017%2D10%2D31" }, wantStatus: 202},
+		{name: "api-version name case", mutate: func(r *http.Request) { r.URL.RawQuery = "API-Version=2017-10-31" }, wantStatus: 400, wantCode: "InvalidApiVersion"},
+		{name: "empty metadata spaced", body: ptr(" { \"metadata\" : { } }\n"), wantStatus: 202},
+		{name: "metadata key case", body: ptr(`{"Metadata":{}}`), wantStatus: 202},
+		{name: "metadata array", body: ptr(`{"metadata":[]}`), wantStatus: 400, wantCode: "BadRequest"},
+		{name: "empty metadata then null", body: ptr(`{"metadata":{},"metadata":null}`), wantStatus: 400, wantCode: "BadRequest"},
+		{name: "null body", body: ptr(`null`), wantStatus: 400, wantCode: "BadRequest"},
+		{name: "empty body", body: ptr(``), mutate: func(r *http.Request) { r.Header.Set("Content-Type", "application/json") }, wantStatus: 400, wantCode: "BadRequest"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -232,6 +246,111 @@ func TestCancelRejects(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestRecordedEmails checks Call.NotificationEmails: as sent once it decodes as a string, even
+// when an address is then refused.
+func TestRecordedEmails(t *testing.T) {
+	tests := []struct {
+		name, body string
+		wantStatus int
+		wantEmails string
+	}{
+		{"empty metadata", `{"metadata":{}}`, 202, ""},
+		{"valid", `{"metadata":{"notification-emails":"a@contoso.com, b@contoso.com"}}`, 202, "a@contoso.com, b@contoso.com"},
+		{"escaped", `{"metadata":{"notification-emails":"a\u0040contoso.com"}}`, 202, "a@contoso.com"},
+		{"null", `{"metadata":{"notification-emails":null}}`, 202, ""},
+		{"last duplicate wins", `{"metadata":{"notification-emails":"x"},"metadata":{"notification-emails":"a@contoso.com"}}`, 202, "a@contoso.com"},
+		{"merged metadata", `{"metadata":{"notification-emails":"a@contoso.com"},"metadata":{}}`, 202, "a@contoso.com"},
+		{"invalid address", `{"metadata":{"notification-emails":"a@contoso.com,nope"}}`, 400, "a@contoso.com,nope"},
+		{"not a string", `{"metadata":{"notification-emails":7}}`, 400, ""},
+		{"other key case", `{"metadata":{"Notification-Emails":7}}`, 202, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := newServer(t, Options{Token: testToken})
+			resp, body := mustSend(t, srv, newRequest(t, http.MethodPost, cancelURL(srv, "contoso", "offer"), tt.body))
+			if resp.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d, want %d (body %s)", resp.StatusCode, tt.wantStatus, body)
+			}
+			calls := e.Calls()
+			if len(calls) != 1 || calls[0].NotificationEmails != tt.wantEmails || calls[0].Status != tt.wantStatus {
+				t.Errorf("Calls() = %+v, want one call with emails %q and status %d", calls, tt.wantEmails, tt.wantStatus)
+			}
+		})
+	}
+}
+
+// TestAnswerBytes pins each kind of answer down to the byte: status, the exact set of headers
+// (besides the fresh correlation id) and the body.
+func TestAnswerBytes(t *testing.T) {
+	op := `/api/publishers/contoso/offers/%s/operations/` + uuidRE + `\?api-version=2017-10-31`
+	tests := []struct {
+		name, offer string
+		fault       *Fault
+		mutate      func(*http.Request)
+		wantStatus  int
+		wantHeader  map[string]string // every header but X-Ms-Correlation-Request-Id; values are regexps
+		wantBody    string            // regexp
+	}{
+		{name: "migrated", offer: "contoso-offer", wantStatus: 202,
+			wantHeader: map[string]string{"Location": fmt.Sprintf(op, "contoso-offer")}, wantBody: "{}\n"},
+		{name: "oploc", offer: "oploc-offer", wantStatus: 202,
+			wantHeader: map[string]string{"Operation-Location": fmt.Sprintf(op, "oploc-offer")}, wantBody: "{}\n"},
+		{name: "bodyloc", offer: "bodyloc-offer", wantStatus: 202,
+			wantBody: `{"location":"` + fmt.Sprintf(op, "bodyloc-offer") + `"}\n`},
+		{name: "sync", offer: "sync-offer", wantStatus: 200, wantBody: "{}\n"},
+		{name: "throttled", offer: "throttled-offer", wantStatus: 429, wantHeader: map[string]string{"Retry-After": "1"},
+			wantBody: `{"error":{"code":"TooManyRequests","message":"Too many requests; retry later\."}}\n`},
+		{name: "unauthorized", offer: "sync-offer", mutate: func(r *http.Request) { r.Header.Del("Authorization") }, wantStatus: 401,
+			wantHeader: map[string]string{"Www-Authenticate": "Bearer"},
+			wantBody:   `{"error":{"code":"Unauthorized","message":"Authentication failed: the bearer token is missing or invalid\."}}\n`},
+		{name: "api-version", offer: "sync-offer", mutate: func(r *http.Request) { r.URL.RawQuery = "api-version=1" }, wantStatus: 400,
+			wantBody: `{"error":{"code":"InvalidApiVersion","message":"The api-version \\"1\\" is missing or not supported; use 2017-10-31\."}}\n`},
+		{name: "fault", offer: "sync-offer", fault: &Fault{Status: 502, RetryAfter: "9"}, wantStatus: 502,
+			wantHeader: map[string]string{"Retry-After": "9"},
+			wantBody:   `{"error":{"code":"InternalServerError","message":"Injected fault: 502 Bad Gateway\."}}\n`},
+		{name: "method", offer: "sync-offer", mutate: func(r *http.Request) { r.Method = http.MethodPut }, wantStatus: 405,
+			wantHeader: map[string]string{"Allow": "POST"},
+			wantBody:   `{"error":{"code":"MethodNotAllowed","message":"Method not allowed; use POST\."}}\n`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := New(Options{Token: testToken})
+			if tt.fault != nil {
+				e.Inject(*tt.fault)
+			}
+			req := httptest.NewRequest(http.MethodPost, "/api/publishers/contoso/offers/"+tt.offer+"/cancel?api-version=2017-10-31",
+				strings.NewReader(`{"metadata":{}}`))
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			req.Header.Set("Content-Type", "application/json")
+			if tt.mutate != nil {
+				tt.mutate(req)
+			}
+			w := httptest.NewRecorder()
+			e.ServeHTTP(w, req)
+			resp := w.Result()
+			if resp.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			want := map[string]string{"Content-Type": `application/json; charset=utf-8`, "X-Ms-Correlation-Request-Id": uuidRE}
+			for k, v := range tt.wantHeader {
+				want[k] = v
+			}
+			for k, v := range resp.Header {
+				if re, ok := want[k]; !ok || len(v) != 1 || !regexp.MustCompile(`^(?:`+re+`)$`).MatchString(v[0]) {
+					t.Errorf("header %s: %q, want %q", k, v, re)
+				}
+				delete(want, k)
+			}
+			if len(want) != 0 {
+				t.Errorf("headers %v missing", want)
+			}
+			if body := w.Body.String(); !regexp.MustCompile(`^` + tt.wantBody + `$`).MatchString(body) {
+				t.Errorf("body = %q, want match %q", body, tt.wantBody)
+			}
+		})
+	}
+}
 
 func TestAnyTokenAcceptedWhenNoneConfigured(t *testing.T) {
 	_, srv := newServer(t, Options{})
@@ -626,6 +745,9 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	if len(e.Calls()) != 0 {
 		t.Errorf("after reset: calls %v, want none", e.Calls())
+	}
+	if resp, body = admin(http.MethodGet, "/_emulator/calls", ""); resp.StatusCode != 200 || string(body) != "[]\n" {
+		t.Errorf("GET calls after reset: %d %q, want 200 \"[]\\n\"", resp.StatusCode, body)
 	}
 	if resp, body := mustSend(t, srv, newCancel(t, srv, "contoso", "sync-offer")); resp.StatusCode != 200 {
 		t.Errorf("after reset: %d %s, want 200 (faults and rates forgotten)", resp.StatusCode, body)
