@@ -1,22 +1,24 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/mail"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
 // cancel answers a cancel POST and records it.
 func (e *Emulator) cancel(w http.ResponseWriter, r *http.Request, publisher, offer string) {
 	call := Call{PublisherID: publisher, OfferID: offer, At: time.Now()}
-	rep := e.decideCancel(w, r, publisher, offer, &call.NotificationEmails)
+	rep, emails := e.decideCancel(w, r, publisher, offer)
+	call.NotificationEmails = emails
 	if !sleep(r.Context(), e.latency+rep.delay) {
 		e.record(call) // the client went away: nothing answered
 		return
@@ -28,9 +30,10 @@ func (e *Emulator) cancel(w http.ResponseWriter, r *http.Request, publisher, off
 	e.respond(w, r, rep)
 }
 
-func (e *Emulator) decideCancel(w http.ResponseWriter, r *http.Request, publisher, offer string, emails *string) reply {
+// decideCancel returns the answer and the notification emails to record.
+func (e *Emulator) decideCancel(w http.ResponseWriter, r *http.Request, publisher, offer string) (reply, string) {
 	if rep, ok := e.authorize(r); !ok {
-		return rep
+		return rep, ""
 	}
 	var delay time.Duration
 	if f, ok := e.nextFault(); ok {
@@ -38,22 +41,22 @@ func (e *Emulator) decideCancel(w http.ResponseWriter, r *http.Request, publishe
 		delay = f.Delay
 		switch {
 		case f.Drop:
-			return reply{drop: true, delay: delay}
+			return reply{drop: true, delay: delay}, ""
 		case f.Status != 0:
 			rep := faultReply(f.Status)
 			if f.RetryAfter != "" {
-				rep.header = http.Header{"Retry-After": {f.RetryAfter}}
+				rep.header = header{"Retry-After", f.RetryAfter}
 			}
 			rep.delay = delay
-			return rep
+			return rep, ""
 		}
 	}
-	rep := e.validateCancel(w, r, emails)
+	rep, emails := e.validateCancel(w, r)
 	if rep.status == 0 {
 		rep = e.scenario(publisher, offer)
 	}
 	rep.delay = delay
-	return rep
+	return rep, emails
 }
 
 func faultReply(status int) reply {
@@ -75,13 +78,19 @@ func (e *Emulator) authorize(r *http.Request) (reply, bool) {
 	token = strings.TrimSpace(token)
 	if !strings.EqualFold(scheme, "Bearer") || token == "" || (e.token != "" && token != e.token) {
 		rep := errorReply(http.StatusUnauthorized, "Unauthorized", "Authentication failed: the bearer token is missing or invalid.")
-		rep.header = http.Header{"Www-Authenticate": {"Bearer"}}
+		rep.header = header{"Www-Authenticate", "Bearer"}
 		return rep, false
 	}
 	return reply{}, true
 }
 
+// apiVersionQuery is the query every client sends; matching it exactly spares parsing.
+const apiVersionQuery = "api-version=" + APIVersion
+
 func checkAPIVersion(r *http.Request) (reply, bool) {
+	if r.URL.RawQuery == apiVersionQuery {
+		return reply{}, true
+	}
 	if v := r.URL.Query().Get("api-version"); v != APIVersion {
 		return errorReply(http.StatusBadRequest, "InvalidApiVersion",
 			fmt.Sprintf("The api-version %q is missing or not supported; use %s.", v, APIVersion)), false
@@ -89,44 +98,62 @@ func checkAPIVersion(r *http.Request) (reply, bool) {
 	return reply{}, true
 }
 
-// validateCancel checks api-version and the request body, storing the notification emails as
-// sent; it returns the zero reply when the request is well formed.
-func (e *Emulator) validateCancel(w http.ResponseWriter, r *http.Request, emails *string) reply {
+// emptyMetadataBody is what clients send without notification emails; it is valid, and
+// recognising it spares decoding.
+const emptyMetadataBody = `{"metadata":{}}`
+
+// bodyBuffers holds *bytes.Buffer for reading request bodies, which are not kept.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// validateCancel checks api-version and the request body; it returns the zero reply when the
+// request is well formed, and the notification emails as sent once they decode as a string
+// (even if an address is invalid).
+func (e *Emulator) validateCancel(w http.ResponseWriter, r *http.Request) (reply, string) {
 	if rep, ok := checkAPIVersion(r); !ok {
-		return rep
+		return rep, ""
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return badRequest("Content-Type must be application/json.")
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return badRequest("Content-Type must be application/json."), ""
+		}
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
-		return errorReply(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
-			fmt.Sprintf("The request body exceeds %d bytes.", maxBodyBytes))
-	} else if err != nil {
-		return badRequest("The request body could not be read.")
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer bodyBuffers.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
+		if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+			return errorReply(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
+				fmt.Sprintf("The request body exceeds %d bytes.", maxBodyBytes)), ""
+		}
+		return badRequest("The request body could not be read."), ""
+	}
+	b := buf.Bytes()
+	if string(b) == emptyMetadataBody {
+		return reply{}, ""
 	}
 	var body struct {
 		Metadata map[string]json.RawMessage `json:"metadata"`
 	}
 	if err := json.Unmarshal(b, &body); err != nil || body.Metadata == nil {
-		return badRequest(`The body must be a JSON object {"metadata":{...}}.`)
+		return badRequest(`The body must be a JSON object {"metadata":{...}}.`), ""
 	}
 	raw, ok := body.Metadata["notification-emails"]
 	if !ok {
-		return reply{}
+		return reply{}, ""
 	}
-	if err := json.Unmarshal(raw, emails); err != nil {
-		return badRequest("metadata notification-emails must be a string of comma-separated addresses.")
+	var emails string
+	if err := json.Unmarshal(raw, &emails); err != nil {
+		return badRequest("metadata notification-emails must be a string of comma-separated addresses."), ""
 	}
-	if *emails == "" {
-		return reply{}
+	if emails == "" {
+		return reply{}, ""
 	}
-	for _, a := range strings.Split(*emails, ",") {
+	for _, a := range strings.Split(emails, ",") {
 		if _, err := mail.ParseAddress(strings.TrimSpace(a)); err != nil {
-			return badRequest(fmt.Sprintf("metadata notification-emails: %q is not a valid address.", strings.TrimSpace(a)))
+			return badRequest(fmt.Sprintf("metadata notification-emails: %q is not a valid address.", strings.TrimSpace(a))), emails
 		}
 	}
-	return reply{}
+	return reply{}, emails
 }
 
 // scenario answers a well-formed cancel request according to the id prefixes.
@@ -140,21 +167,26 @@ func (e *Emulator) scenario(publisher, offer string) reply {
 		return errorReply(http.StatusNotFound, "OfferNotFound", fmt.Sprintf("Offer %q of publisher %q was not found.", offer, publisher))
 	case strings.HasPrefix(offer, "throttled"):
 		rep := errorReply(http.StatusTooManyRequests, "TooManyRequests", "Too many requests; retry later.")
-		rep.header = http.Header{"Retry-After": {"1"}}
+		rep.header = header{"Retry-After", "1"}
 		return rep
 	case strings.HasPrefix(offer, "broken"):
 		return errorReply(http.StatusServiceUnavailable, "ServiceUnavailable", "The service is temporarily unavailable.")
 	case strings.HasPrefix(offer, "sync"):
-		return reply{status: http.StatusOK, body: struct{}{}}
+		return reply{status: http.StatusOK, body: emptyObject}
 	}
 	op := e.startOperation(offerKey{publisher, offer})
 	switch {
 	case strings.HasPrefix(offer, "bodyloc"):
-		return reply{status: http.StatusAccepted, body: map[string]string{"location": op.location}}
+		return reply{status: http.StatusAccepted, body: locationBody{op.location}}
 	case strings.HasPrefix(offer, "oploc"):
-		return reply{status: http.StatusAccepted, header: http.Header{"Operation-Location": {op.location}}, body: struct{}{}}
+		return reply{status: http.StatusAccepted, header: header{"Operation-Location", op.location}, body: emptyObject}
 	}
-	return reply{status: http.StatusAccepted, header: http.Header{"Location": {op.location}}, body: struct{}{}}
+	return reply{status: http.StatusAccepted, header: header{"Location", op.location}, body: emptyObject}
+}
+
+// locationBody is the body of bodyloc* answers.
+type locationBody struct {
+	Location string `json:"location"`
 }
 
 // operation is one cancellation started by a 202.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,14 +49,15 @@ type Emulator struct {
 	maxCalls   int
 	maxOps     int
 
-	mu      sync.Mutex // guards the fields below
-	faults  []Fault
-	rates   Rates
-	calls   []Call
-	counts  map[offerKey]int
-	ops     map[string]*operation
-	opOrder []*operation // creation order, to bound memory
-	current map[offerKey]*operation
+	mu       sync.Mutex // guards the fields below
+	faults   []Fault
+	rates    Rates
+	calls    []Call // arrival order until full, then a ring whose oldest is calls[nextCall]
+	nextCall int
+	counts   map[offerKey]int
+	ops      map[string]*operation
+	opOrder  []*operation // creation order, to bound memory
+	current  map[offerKey]*operation
 }
 
 // Fault is one injected misbehaviour applied to the next cancel request. In JSON, delay is either
@@ -140,7 +142,9 @@ func (e *Emulator) SetRates(r Rates) {
 func (e *Emulator) Calls() []Call {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]Call{}, e.calls...)
+	calls := make([]Call, 0, len(e.calls))
+	calls = append(calls, e.calls[e.nextCall:]...)
+	return append(calls, e.calls[:e.nextCall]...)
 }
 
 // CancelCount reports how many cancel requests hit this offer since the last Reset, including
@@ -158,6 +162,7 @@ func (e *Emulator) Reset() {
 	e.faults = nil
 	e.rates = Rates{}
 	e.calls = nil
+	e.nextCall = 0
 	e.counts = map[offerKey]int{}
 	e.ops = map[string]*operation{}
 	e.opOrder = nil
@@ -166,7 +171,8 @@ func (e *Emulator) Reset() {
 
 // ServeHTTP serves the API and admin endpoints described in the package documentation.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	seg, ok := segments(r.URL.EscapedPath())
+	var buf [7]string // the longest route's segments
+	seg, ok := segments(r.URL.EscapedPath(), buf[:0])
 	switch {
 	case !ok:
 		e.respond(w, r, notFound())
@@ -187,16 +193,16 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// segments splits an escaped path into unescaped segments; ok is false when one is empty or
-// badly escaped, which no route accepts.
-func segments(escapedPath string) (seg []string, ok bool) {
-	seg = strings.Split(strings.TrimPrefix(escapedPath, "/"), "/")
-	for i, s := range seg {
+// segments appends the unescaped segments of an escaped path to buf; ok is false when one is
+// empty or badly escaped, which no route accepts.
+func segments(escapedPath string, buf []string) (seg []string, ok bool) {
+	seg = buf
+	for s := range strings.SplitSeq(strings.TrimPrefix(escapedPath, "/"), "/") {
 		u, err := url.PathUnescape(s)
 		if err != nil || u == "" {
 			return nil, false
 		}
-		seg[i] = u
+		seg = append(seg, u)
 	}
 	return seg, true
 }
@@ -344,24 +350,44 @@ func (e *Emulator) nextFault() (Fault, bool) {
 	return Fault{}, false
 }
 
+// record keeps c, overwriting the oldest call once maxCalls are kept: a ring rather than a
+// sliding slice, which would copy all the calls kept every few thousand calls.
 func (e *Emulator) record(c Call) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.calls) >= e.maxCalls {
-		e.calls = e.calls[len(e.calls)-e.maxCalls+1:]
+	if len(e.calls) < e.maxCalls {
+		e.calls = append(e.calls, c)
+	} else {
+		e.calls[e.nextCall] = c
+		e.nextCall = (e.nextCall + 1) % len(e.calls)
 	}
-	e.calls = append(e.calls, c)
 	e.counts[offerKey{c.PublisherID, c.OfferID}]++
 }
 
 // reply is one answer, decided before it is written so that the call is recorded first.
 type reply struct {
 	status int
-	header http.Header // extra headers
-	body   any         // JSON; nil means no body
+	header header // extra header, if any
+	body   any    // JSON, or rawJSON; nil means no body
 	drop   bool
 	delay  time.Duration
 }
+
+// header is one response header; no answer needs more than one besides those respond adds.
+type header struct {
+	name  string // canonical form
+	value string
+}
+
+// rawJSON is a reply body encoded ahead of time, trailing newline included.
+type rawJSON []byte
+
+// emptyObject is the body of 200 and most 202 answers, boxed once: converting a slice to an
+// interface allocates.
+var emptyObject any = rawJSON("{}\n")
+
+// jsonContentType is the Content-Type of every body; shared by all answers, so never modified.
+var jsonContentType = []string{"application/json; charset=utf-8"}
 
 type errorBody struct {
 	Error struct {
@@ -385,8 +411,9 @@ func notFound() reply {
 }
 
 func methodNotAllowed(methods ...string) reply {
-	rep := errorReply(http.StatusMethodNotAllowed, "MethodNotAllowed", "Method not allowed; use "+strings.Join(methods, ", ")+".")
-	rep.header = http.Header{"Allow": {strings.Join(methods, ", ")}}
+	allow := strings.Join(methods, ", ")
+	rep := errorReply(http.StatusMethodNotAllowed, "MethodNotAllowed", "Method not allowed; use "+allow+".")
+	rep.header = header{"Allow", allow}
 	return rep
 }
 
@@ -403,22 +430,31 @@ func (e *Emulator) respond(w http.ResponseWriter, r *http.Request, rep reply) {
 	}
 	correlationID := newUUID()
 	h := w.Header()
-	for k, v := range rep.header {
-		h[k] = v
+	if rep.header.name != "" {
+		h[rep.header.name] = []string{rep.header.value}
 	}
-	h.Set("X-Ms-Correlation-Request-Id", correlationID)
-	e.log.Debug("emulator answered", "method", r.Method, "path", r.URL.Path, "status", rep.status, "correlationId", correlationID)
-	if rep.body == nil {
+	h["X-Ms-Correlation-Request-Id"] = []string{correlationID}
+	// Checked first: the arguments would cost allocations even when debug is off.
+	if e.log.Enabled(r.Context(), slog.LevelDebug) {
+		e.log.Debug("emulator answered", "method", r.Method, "path", r.URL.Path, "status", rep.status, "correlationId", correlationID)
+	}
+	var b []byte
+	switch body := rep.body.(type) {
+	case nil:
 		w.WriteHeader(rep.status)
 		return
+	case rawJSON:
+		b = body
+	default:
+		var err error
+		if b, err = json.Marshal(body); err != nil { // only our own types are marshalled; this is a bug
+			panic(fmt.Sprintf("emulator: marshal reply: %v", err))
+		}
+		b = append(b, '\n')
 	}
-	b, err := json.Marshal(rep.body)
-	if err != nil { // only our own types are marshalled; this is a bug
-		panic(fmt.Sprintf("emulator: marshal reply: %v", err))
-	}
-	h.Set("Content-Type", "application/json; charset=utf-8")
+	h["Content-Type"] = jsonContentType
 	w.WriteHeader(rep.status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
 }
 
 // sleep waits d, reporting false when ctx ended first.
@@ -436,11 +472,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// newUUID returns a random (version 4) UUID.
+// newUUID returns a random (version 4) UUID in its lowercase 8-4-4-4-12 form.
 func newUUID() string {
 	var b [16]byte
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
 }
