@@ -118,6 +118,10 @@ func defaultTransport(idle int) *http.Transport {
 	t.MaxIdleConnsPerHost = idle
 	t.IdleConnTimeout = 90 * time.Second
 	t.MaxResponseHeaderBytes = 64 << 10
+	// Requests and answers are small; the default 4 KiB per direction and connection is most of
+	// the memory a call in flight holds over HTTP/1.1. Longer headers take a second read.
+	t.WriteBufferSize = 1 << 10
+	t.ReadBufferSize = 2 << 10
 	return t
 }
 
