@@ -40,3 +40,24 @@ func BenchmarkEncode(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkMarshalJSON(b *testing.B) {
+	ev := resultEvent(b)
+	ev.DataBase64 = false // JSON data, as results carry
+	b.Run("MarshalJSON", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ev.MarshalJSON(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("MarshalStructured", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := MarshalStructured(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

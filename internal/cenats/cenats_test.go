@@ -521,3 +521,19 @@ func TestMessageMetadata(t *testing.T) {
 }
 
 func slicesEqual(a, b []string) bool { return reflect.DeepEqual(a, b) }
+
+// TestMarshalStructured checks that MarshalStructured gives what sdk-go's MarshalJSON gives.
+func TestMarshalStructured(t *testing.T) {
+	for _, base64 := range []bool{false, true} {
+		ev := resultEvent(t)
+		ev.DataBase64 = base64
+		want, err := ev.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := MarshalStructured(ev)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("MarshalStructured = %s, %v; want %s", got, err, want)
+		}
+	}
+}

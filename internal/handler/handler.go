@@ -201,7 +201,7 @@ func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 // once the result is stored.
 func (h *Handler) finish(ctx context.Context, lease *idempotency.Lease, result *event.Event) action {
 	return h.publish(ctx, result, func() {
-		if recorded, err := result.MarshalJSON(); err != nil { // json.Marshal would compact it again
+		if recorded, err := cenats.MarshalStructured(result); err != nil {
 			h.log.Error("could not encode result for the record", "result_id", result.ID(), "err", err)
 		} else if err := lease.Complete(ctx, recorded); err != nil {
 			// The result is still published; only a later re-send could call the API again.
