@@ -15,8 +15,11 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 )
 
+// typePrefix starts the CloudEvents type of every request and result.
+const typePrefix = "cloudpartner.offer.cancel."
+
 // RequestType is the CloudEvents type of a cancel request.
-const RequestType = "cloudpartner.offer.cancel.requested"
+const RequestType = typePrefix + "requested"
 
 // maxEmails bounds the notification list; the API takes a short comma-separated string.
 const maxEmails = 20

@@ -379,5 +379,11 @@ func TestSubject(t *testing.T) {
 		if got, want := o.Type(), "cloudpartner.offer.cancel."+string(o); got != want {
 			t.Errorf("%s.Type() = %q, want %q", o, got, want)
 		}
+		if got := OutcomeOf(o.Type()); got != o {
+			t.Errorf("OutcomeOf(%q) = %q, want %q", o.Type(), got, o)
+		}
+	}
+	if RequestType != "cloudpartner.offer.cancel.requested" {
+		t.Errorf("RequestType = %q", RequestType)
 	}
 }

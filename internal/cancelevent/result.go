@@ -2,6 +2,7 @@ package cancelevent
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -24,7 +25,10 @@ const (
 var Outcomes = []Outcome{Cancelled, Cancelling, Failed}
 
 // Type is the CloudEvents type of a result with this outcome.
-func (o Outcome) Type() string { return "cloudpartner.offer.cancel." + string(o) }
+func (o Outcome) Type() string { return typePrefix + string(o) }
+
+// OutcomeOf is the outcome a result type names: the inverse of Outcome.Type.
+func OutcomeOf(resultType string) Outcome { return Outcome(strings.TrimPrefix(resultType, typePrefix)) }
 
 // Error codes cpcancel itself puts in failed results (the API's own codes pass through).
 const (

@@ -156,5 +156,5 @@ func streamFor(ctx context.Context, js jetstream.JetStream, subject string) stri
 
 // printResult writes one result event as a headline and its data.
 func printResult(w io.Writer, ev *event.Event) {
-	fmt.Fprintf(w, "%-10s %s  id=%s\n  %s\n", strings.TrimPrefix(ev.Type(), "cloudpartner.offer.cancel."), ev.Subject(), ev.ID(), ev.Data())
+	fmt.Fprintf(w, "%-10s %s  id=%s\n  %s\n", cancelevent.OutcomeOf(ev.Type()), ev.Subject(), ev.ID(), ev.Data())
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -305,7 +304,7 @@ func (h *Handler) republish(ctx context.Context, req *event.Event, recorded []by
 // publish stores the result event and says to ack only once JetStream has it. meanwhile, when
 // set, runs while the acknowledgement of the publish is on its way.
 func (h *Handler) publish(ctx context.Context, result *event.Event, meanwhile func()) action {
-	outcome := strings.TrimPrefix(result.Type(), "cloudpartner.offer.cancel.")
+	outcome := string(cancelevent.OutcomeOf(result.Type()))
 	out, err := cenats.NewMsg(ctx, h.cfg.ResultSubjectPrefix+"."+outcome, result, h.cfg.Mode)
 	var stored jetstream.PubAckFuture
 	if err == nil {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
 )
 
 // Options describes one load run.
@@ -117,7 +119,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 			return
 		}
 		latencies = append(latencies, meta.Timestamp.Sub(sent[i]))
-		outcomes[strings.TrimPrefix(typ, "cloudpartner.offer.cancel.")]++
+		outcomes[string(cancelevent.OutcomeOf(typ))]++
 		last = meta.Timestamp
 		if results++; results == o.Requests {
 			close(all)
@@ -189,7 +191,7 @@ func publish(ctx context.Context, js jetstream.JetStream, o Options, run string,
 			Subject: o.RequestSubject,
 			Header: nats.Header{
 				"ce-specversion":     {"1.0"},
-				"ce-type":            {"cloudpartner.offer.cancel.requested"},
+				"ce-type":            {cancelevent.RequestType},
 				"ce-source":          {source},
 				"ce-id":              {id},
 				"ce-datacontenttype": {"application/json"},
