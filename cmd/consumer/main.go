@@ -4,11 +4,7 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/cpcancel/cpcancel/internal/cli"
 	"github.com/cpcancel/cpcancel/internal/metrics"
@@ -21,11 +17,5 @@ var (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cli.Run(ctx, os.Args[1:], metrics.Build{Version: version, Revision: revision}, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "consumer:", err)
-		os.Exit(1)
-	}
+	os.Exit(cli.Main("consumer", os.Args[1:], metrics.Build{Version: version, Revision: revision}))
 }

@@ -9,11 +9,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/metrics"
 	"github.com/cpcancel/cpcancel/internal/service"
 )
+
+// Main runs the command named by args until SIGINT or SIGTERM, as a process does: it reports an
+// error on stderr after name and returns the exit status.
+func Main(name string, args []string, build metrics.Build) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, args, build, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		return 1
+	}
+	return 0
+}
 
 // Run runs the command named by args (without the program name) until ctx is done.
 func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr io.Writer) error {

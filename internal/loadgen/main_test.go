@@ -1,11 +1,7 @@
 package loadgen_test
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"testing"
 
 	"github.com/cpcancel/cpcancel/internal/cli"
@@ -18,14 +14,7 @@ import (
 // Stack set, stopped by the Stack's SIGTERM.
 func TestMain(m *testing.M) {
 	if os.Getenv(loadgen.ChildEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := cli.Run(ctx, nil, metrics.Build{Version: "loadgen-test"}, os.Stdout, os.Stderr)
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "cpcancel child:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		os.Exit(cli.Main("cpcancel child", nil, metrics.Build{Version: "loadgen-test"}))
 	}
 	os.Exit(m.Run())
 }
