@@ -233,7 +233,7 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 	if err != nil {
 		return Accepted{}, err
 	}
-	acc, err := c.post(ctx, endpoint, body, token, []string{token})
+	acc, err := c.post(ctx, endpoint, body, token, []string{token}, req.Fence)
 	var e *Error
 	if !errors.As(err, &e) || e.StatusCode != http.StatusUnauthorized {
 		return acc, err
@@ -242,7 +242,7 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 	if err != nil {
 		return Accepted{}, err
 	}
-	return c.post(ctx, endpoint, body, fresh, []string{token, fresh})
+	return c.post(ctx, endpoint, body, fresh, []string{token, fresh}, req.Fence)
 }
 
 // token returns a usable token from c.tokens, or a transient *Error.
@@ -266,8 +266,8 @@ func (c *Client) token(ctx context.Context, refresh bool) (string, error) {
 
 // post performs one HTTP exchange with its own timeout and classifies the outcome. secrets are
 // redacted from every message built from the response.
-func (c *Client) post(ctx context.Context, endpoint string, body []byte, token string, secrets []string) (Accepted, error) {
-	resp, data, err := c.exchange(ctx, http.MethodPost, endpoint, body, token, secrets)
+func (c *Client) post(ctx context.Context, endpoint string, body []byte, token string, secrets []string, fence func(context.Context) error) (Accepted, error) {
+	resp, data, err := c.exchange(ctx, OperationCancel, endpoint, body, token, secrets, fence)
 	if err != nil {
 		return Accepted{}, err
 	}
@@ -283,13 +283,24 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte, token s
 }
 
 // exchange makes one HTTP call within the limits and the timeout, and returns the response with
-// its body read (bounded) and closed. An empty token sends no Authorization header.
-func (c *Client) exchange(ctx context.Context, method, endpoint string, body []byte, token string, secrets []string) (*http.Response, []byte, error) {
+// its body read (bounded) and closed. operation (OperationCancel, a POST with body, or
+// OperationStatus, a GET) labels the observation. An empty token sends no Authorization header.
+// fence, when set, is asked right before sending; its error is returned as it is.
+func (c *Client) exchange(ctx context.Context, operation, endpoint string, body []byte, token string, secrets []string, fence func(context.Context) error) (*http.Response, []byte, error) {
 	release, err := c.limiter.acquire(ctx, c.observeThrottle)
 	if err != nil {
 		return nil, nil, &Error{Code: "canceled", Message: "gave up waiting for the API rate limit", Transient: true, Err: err}
 	}
 	defer release()
+	if fence != nil {
+		if err := fence(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	method := http.MethodGet
+	if operation == OperationCancel {
+		method = http.MethodPost
+	}
 	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var reader io.Reader
@@ -313,18 +324,18 @@ func (c *Client) exchange(ctx context.Context, method, endpoint string, body []b
 	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
-		c.observe("error", time.Since(start))
+		c.observe(operation, "error", time.Since(start))
 		return nil, nil, c.transportError(ctx, callCtx, err, secrets)
 	}
 	defer drainClose(resp.Body)
 	data, _ := readBody(resp) // a short body is still an answer
-	c.observe(strconv.Itoa(resp.StatusCode), time.Since(start))
+	c.observe(operation, strconv.Itoa(resp.StatusCode), time.Since(start))
 	return resp, data, nil
 }
 
-func (c *Client) observe(code string, elapsed time.Duration) {
+func (c *Client) observe(operation, code string, elapsed time.Duration) {
 	if c.observer != nil {
-		c.observer.ObserveAPIRequest(code, elapsed)
+		c.observer.ObserveAPIRequest(operation, code, elapsed)
 	}
 }
 

@@ -79,9 +79,12 @@ func (o *recordingObserver) ObserveThrottle(limit string, waited time.Duration) 
 	o.throttled[limit]++
 }
 
-func (o *recordingObserver) ObserveAPIRequest(code string, elapsed time.Duration) {
+func (o *recordingObserver) ObserveAPIRequest(operation, code string, elapsed time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if operation != OperationCancel {
+		code = operation + ":" + code
+	}
 	o.codes = append(o.codes, code)
 }
 

@@ -37,37 +37,71 @@ const (
 	maxOperationMessages = 10
 )
 
-// Operation reads the operation at location (an absolute URL, as Accepted.Location). The bearer
-// token is sent only when location is on the configured API host, over the same scheme. Errors
-// are *Error, classified as for Cancel.
+// CodeLocationNotFollowed is the error code of a location that is not on the API's origin.
+const CodeLocationNotFollowed = "location_not_followed"
+
+// Operation reads the operation at location (an absolute URL, as Accepted.Location). Only
+// locations on the configured API's origin (scheme, host and port) are read: any other is refused
+// with a permanent *Error coded CodeLocationNotFollowed, and nothing is fetched. Errors are
+// *Error; unlike for Cancel, 401 (after one token refresh), 403 and 404 are transient too: right
+// after a 202 the API may not know the operation yet, and permissions can lag.
 func (c *Client) Operation(ctx context.Context, location string) (Operation, error) {
-	loc, err := url.Parse(location)
-	if err != nil || (loc.Scheme != "https" && loc.Scheme != "http") || loc.Host == "" {
-		return Operation{}, &Error{Code: "invalid_location", Message: "the operation location is not an absolute http(s) URL"}
+	if !c.SameOrigin(location) {
+		return Operation{}, &Error{Code: CodeLocationNotFollowed,
+			Message: "the operation location is not on the API's origin (CPCANCEL_CLOUDPARTNER_BASE_URL)"}
 	}
-	base, _ := url.Parse(c.base)
-	var token string
-	secrets := []string(nil)
-	if loc.Scheme == base.Scheme && strings.EqualFold(loc.Host, base.Host) {
-		if token, err = c.token(ctx, false); err != nil {
-			return Operation{}, err
-		}
-		secrets = []string{token}
-	}
-	op, err := c.getOperation(ctx, location, token, secrets)
-	var e *Error
-	if token == "" || !errors.As(err, &e) || e.StatusCode != http.StatusUnauthorized {
-		return op, err
-	}
-	fresh, err := c.token(ctx, true)
+	token, err := c.token(ctx, false)
 	if err != nil {
 		return Operation{}, err
 	}
-	return c.getOperation(ctx, location, fresh, []string{token, fresh})
+	op, err := c.getOperation(ctx, location, token, []string{token})
+	var e *Error
+	if errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized {
+		var fresh string
+		if fresh, err = c.token(ctx, true); err != nil {
+			return Operation{}, err
+		}
+		op, err = c.getOperation(ctx, location, fresh, []string{token, fresh})
+	}
+	if errors.As(err, &e) && pollTransient(e.StatusCode) {
+		e.Transient = true
+	}
+	return op, err
+}
+
+// pollTransient lists the statuses that are transient on an operation poll beyond those of
+// transientStatus.
+func pollTransient(status int) bool {
+	return status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound
+}
+
+// SameOrigin reports whether location is an absolute URL on the API's origin: same scheme, host
+// and port as the base URL.
+func (c *Client) SameOrigin(location string) bool {
+	loc, err := url.Parse(location)
+	if err != nil || loc.Host == "" || loc.User != nil {
+		return false
+	}
+	base, err := url.Parse(c.base)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(loc.Scheme, base.Scheme) && strings.EqualFold(loc.Hostname(), base.Hostname()) &&
+		effectivePort(loc) == effectivePort(base)
+}
+
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
 }
 
 func (c *Client) getOperation(ctx context.Context, location, token string, secrets []string) (Operation, error) {
-	resp, data, err := c.exchange(ctx, http.MethodGet, location, nil, token, secrets)
+	resp, data, err := c.exchange(ctx, OperationStatus, location, nil, token, secrets, nil)
 	if err != nil {
 		return Operation{}, err
 	}

@@ -13,6 +13,11 @@ type CancelRequest struct {
 	PublisherID        string
 	OfferID            string
 	NotificationEmails []string
+	// Fence, when set, is called right before each HTTP request is sent, after every wait (rate
+	// limit, concurrency cap, token): the call goes out only if it returns nil. Its error is
+	// returned as it is, unwrapped, and the request is not sent. The caller uses it to check that
+	// it still holds the right to call the API (a lease) with time left for the whole call.
+	Fence func(ctx context.Context) error
 }
 
 // Accepted is the API's answer when it took the cancellation: 200 (cancelled synchronously) or
@@ -69,10 +74,17 @@ type TokenSource interface {
 	Token(ctx context.Context, refresh bool) (string, error)
 }
 
+// The operations an Observer sees: the Cancel POST, and a GET of an operation's status.
+const (
+	OperationCancel = "cancel"
+	OperationStatus = "status"
+)
+
 // Observer records every API exchange; implementations must be safe for concurrent use.
-// code is the HTTP status code as a decimal string, or "error" when no response was received.
+// operation is OperationCancel or OperationStatus; code is the HTTP status code as a decimal
+// string, or "error" when no response was received.
 type Observer interface {
-	ObserveAPIRequest(code string, elapsed time.Duration)
+	ObserveAPIRequest(operation, code string, elapsed time.Duration)
 	// ObserveThrottle records a call held back by Limits: limit is "rate" or "concurrency".
 	ObserveThrottle(limit string, waited time.Duration)
 }
