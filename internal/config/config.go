@@ -42,6 +42,7 @@ type Config struct {
 	Follow          bool          `envconfig:"CPCANCEL_FOLLOW" default:"false" desc:"after a 202, poll the operation until it ends and publish a second, final result"`
 	FollowInterval  time.Duration `envconfig:"CPCANCEL_FOLLOW_INTERVAL" default:"1m" desc:"time between two polls of one operation"`
 	FollowTimeout   time.Duration `envconfig:"CPCANCEL_FOLLOW_TIMEOUT" default:"2h" desc:"an operation still running after this is reported failed (follow_timeout)"`
+	FollowFirstPoll time.Duration `envconfig:"CPCANCEL_FOLLOW_FIRST_POLL" default:"10s" desc:"delay before the first poll of an operation after a 202"`
 	FollowSubject   string        `envconfig:"CPCANCEL_FOLLOW_SUBJECT" default:"cloudpartner.cancel.follow" desc:"subject of the follow tasks (with CPCANCEL_FOLLOW)"`
 	FollowStream    string        `envconfig:"CPCANCEL_FOLLOW_STREAM" default:"CPCANCEL_FOLLOW" desc:"stream holding the follow tasks"`
 	FollowConsumer  string        `envconfig:"CPCANCEL_FOLLOW_CONSUMER" default:"cpcancel-follow" desc:"durable pull consumer of the follow tasks"`
@@ -61,9 +62,28 @@ type Config struct {
 	ResultMode      string        `envconfig:"CPCANCEL_RESULT_MODE" default:"binary" desc:"CloudEvents content mode of results: binary or structured"`
 	Source          string        `envconfig:"CPCANCEL_SOURCE" default:"/cpcancel" desc:"CloudEvents source of result events"`
 	HTTPAddr        string        `envconfig:"CPCANCEL_HTTP_ADDR" default:":8080" desc:"listen address of /metrics, /healthz and /readyz"`
-	ShutdownTimeout time.Duration `envconfig:"CPCANCEL_SHUTDOWN_TIMEOUT" default:"25s" desc:"grace period for in-flight requests on SIGTERM"`
+	ShutdownTimeout time.Duration `envconfig:"CPCANCEL_SHUTDOWN_TIMEOUT" default:"45s" desc:"grace period for in-flight requests on SIGTERM; at least CPCANCEL_HTTP_TIMEOUT + 10s"`
 	LogLevel        string        `envconfig:"CPCANCEL_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat       string        `envconfig:"CPCANCEL_LOG_FORMAT" default:"text" desc:"text or json"`
+
+	// Storage limits, in bytes. Every stream and the bucket is bounded, so that one of them filling
+	// up never fills the JetStream store the others need.
+	RequestMaxBytes     int64 `envconfig:"CPCANCEL_REQUEST_STREAM_MAX_BYTES" default:"1073741824" desc:"most bytes the request stream holds (1 GiB); when full, publishing a request fails"`
+	ResultMaxBytes      int64 `envconfig:"CPCANCEL_RESULT_STREAM_MAX_BYTES" default:"4294967296" desc:"most bytes the result stream holds (4 GiB); when full, the oldest results are dropped"`
+	DeadLetterMaxBytes  int64 `envconfig:"CPCANCEL_DEADLETTER_STREAM_MAX_BYTES" default:"1073741824" desc:"most bytes the dead-letter stream holds (1 GiB); when full, the oldest dead letters are dropped"`
+	FollowMaxBytes      int64 `envconfig:"CPCANCEL_FOLLOW_STREAM_MAX_BYTES" default:"268435456" desc:"most bytes the follow stream holds (256 MiB); when full, scheduling a follow task fails"`
+	IdempotencyMaxBytes int64 `envconfig:"CPCANCEL_IDEMPOTENCY_MAX_BYTES" default:"1073741824" desc:"most bytes the idempotency bucket holds (1 GiB)"`
+}
+
+// PublishTimeout bounds one publish of a result, or one write of a request's state, waiting for
+// JetStream's acknowledgement.
+const PublishTimeout = 5 * time.Second
+
+// Lease is how long one worker may hold a request: the API call, its one retry after a 401, the
+// state writes and the result publish, plus 10s of margin. After a crash, the request waits this
+// long at most before another worker may call the API for it.
+func (c Config) Lease() time.Duration {
+	return 2*c.HTTPTimeout + 2*PublishTimeout + 10*time.Second
 }
 
 // Load reads the environment and validates the result. Every error names the variable at fault.
@@ -108,12 +128,14 @@ func (c Config) Validate() error {
 			bad("DATA_DIR", "must not be empty when NATS_URL is empty")
 		}
 	}
-	for name, file := range map[string]string{"NATS_CA": c.NATSCA, "NATS_CERT": c.NATSCert, "NATS_KEY": c.NATSKey, "NATS_CREDS": c.NATSCreds, "NATS_NKEY": c.NATSNKey} {
-		if file == "" {
+	for _, f := range []struct{ name, file string }{
+		{"NATS_CA", c.NATSCA}, {"NATS_CERT", c.NATSCert}, {"NATS_KEY", c.NATSKey}, {"NATS_CREDS", c.NATSCreds}, {"NATS_NKEY", c.NATSNKey},
+	} {
+		if f.file == "" {
 			continue
 		}
-		if _, err := os.Stat(file); err != nil {
-			bad(name, "%v", err)
+		if _, err := os.Stat(f.file); err != nil {
+			bad(f.name, "%v", err)
 		}
 	}
 	if (c.NATSCert == "") != (c.NATSKey == "") {
@@ -145,10 +167,12 @@ func (c Config) Validate() error {
 			bad("CLOUDPARTNER_TOKEN_FILE", "%v", err)
 		}
 	}
-	positive := map[string]int{"MAX_ATTEMPTS": c.MaxAttempts, "CONCURRENCY": c.Concurrency, "MAX_REQUEST_BYTES": c.MaxRequestBytes}
-	for _, name := range []string{"MAX_ATTEMPTS", "CONCURRENCY", "MAX_REQUEST_BYTES"} {
-		if positive[name] < 1 {
-			bad(name, "must be at least 1, got %d", positive[name])
+	for _, v := range []struct {
+		name  string
+		value int
+	}{{"MAX_ATTEMPTS", c.MaxAttempts}, {"CONCURRENCY", c.Concurrency}, {"MAX_REQUEST_BYTES", c.MaxRequestBytes}} {
+		if v.value < 1 {
+			bad(v.name, "must be at least 1, got %d", v.value)
 		}
 	}
 	if c.Concurrency > 4096 {
@@ -172,11 +196,43 @@ func (c Config) Validate() error {
 	if c.FollowTimeout <= 0 {
 		bad("FOLLOW_TIMEOUT", "must be positive, got %s", c.FollowTimeout)
 	}
-	if c.IdempotencyTTL < time.Minute {
-		bad("IDEMPOTENCY_TTL", "must be at least 1m, got %s", c.IdempotencyTTL)
+	switch {
+	case c.FollowFirstPoll <= 0:
+		bad("FOLLOW_FIRST_POLL", "must be positive, got %s", c.FollowFirstPoll)
+	case c.FollowTimeout > 0 && c.FollowFirstPoll > c.FollowTimeout:
+		bad("FOLLOW_FIRST_POLL", "%s is longer than CPCANCEL_FOLLOW_TIMEOUT %s: the first poll would come after the operation's deadline", c.FollowFirstPoll, c.FollowTimeout)
 	}
-	if c.ShutdownTimeout <= 0 {
+	if c.FollowInterval > 0 && c.FollowTimeout > 0 && c.FollowInterval > c.FollowTimeout {
+		bad("FOLLOW_INTERVAL", "%s is longer than CPCANCEL_FOLLOW_TIMEOUT %s: an operation would be polled at most once", c.FollowInterval, c.FollowTimeout)
+	}
+	switch {
+	case c.IdempotencyTTL < time.Minute:
+		bad("IDEMPOTENCY_TTL", "must be at least 1m, got %s", c.IdempotencyTTL)
+	case c.HTTPTimeout > 0 && c.IdempotencyTTL < c.Lease()+time.Minute:
+		bad("IDEMPOTENCY_TTL", "%s does not outlive one worker's hold on a request (%s with CPCANCEL_HTTP_TIMEOUT %s) by 1m: want at least %s",
+			c.IdempotencyTTL, c.Lease(), c.HTTPTimeout, c.Lease()+time.Minute)
+	case c.Follow && c.FollowTimeout > 0 && c.FollowInterval > 0 && c.IdempotencyTTL < c.FollowTimeout+c.FollowInterval+time.Hour:
+		bad("IDEMPOTENCY_TTL", "%s does not outlive following an operation (CPCANCEL_FOLLOW_TIMEOUT %s + CPCANCEL_FOLLOW_INTERVAL %s) by 1h: want at least %s",
+			c.IdempotencyTTL, c.FollowTimeout, c.FollowInterval, c.FollowTimeout+c.FollowInterval+time.Hour)
+	}
+	switch {
+	case c.ShutdownTimeout <= 0:
 		bad("SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
+	case c.HTTPTimeout > 0 && c.ShutdownTimeout < c.HTTPTimeout+2*PublishTimeout:
+		bad("SHUTDOWN_TIMEOUT", "%s does not cover one API call (CPCANCEL_HTTP_TIMEOUT %s) plus storing its result (%s): want at least %s",
+			c.ShutdownTimeout, c.HTTPTimeout, 2*PublishTimeout, c.HTTPTimeout+2*PublishTimeout)
+	}
+	for _, v := range []struct {
+		name  string
+		value int64
+	}{
+		{"REQUEST_STREAM_MAX_BYTES", c.RequestMaxBytes}, {"RESULT_STREAM_MAX_BYTES", c.ResultMaxBytes},
+		{"DEADLETTER_STREAM_MAX_BYTES", c.DeadLetterMaxBytes}, {"FOLLOW_STREAM_MAX_BYTES", c.FollowMaxBytes},
+		{"IDEMPOTENCY_MAX_BYTES", c.IdempotencyMaxBytes},
+	} {
+		if v.value <= 0 {
+			bad(v.name, "must be positive, got %d: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream", v.value)
+		}
 	}
 	if c.ResultMode != "binary" && c.ResultMode != "structured" {
 		bad("RESULT_MODE", "want binary or structured, got %q", c.ResultMode)

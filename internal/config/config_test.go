@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,7 @@ var defaults = config.Config{
 	DeadLetterStrm:  "CPCANCEL_DEADLETTER",
 	FollowInterval:  time.Minute,
 	FollowTimeout:   2 * time.Hour,
+	FollowFirstPoll: 10 * time.Second,
 	FollowSubject:   "cloudpartner.cancel.follow",
 	FollowStream:    "CPCANCEL_FOLLOW",
 	FollowConsumer:  "cpcancel-follow",
@@ -77,9 +79,15 @@ var defaults = config.Config{
 	ResultMode:      "binary",
 	Source:          "/cpcancel",
 	HTTPAddr:        ":8080",
-	ShutdownTimeout: 25 * time.Second,
+	ShutdownTimeout: 45 * time.Second,
 	LogLevel:        "info",
 	LogFormat:       "text",
+
+	RequestMaxBytes:     1 << 30,
+	ResultMaxBytes:      4 << 30,
+	DeadLetterMaxBytes:  1 << 30,
+	FollowMaxBytes:      256 << 20,
+	IdempotencyMaxBytes: 1 << 30,
 }
 
 func TestLoadDefaults(t *testing.T) {
@@ -228,8 +236,26 @@ func TestLoadValid(t *testing.T) {
 			func(c *config.Config) { c.ResultMode, c.LogFormat, c.LogLevel = "structured", "json", "debug" }},
 		{"bind to existing streams", []string{"CPCANCEL_PROVISION", "false"},
 			func(c *config.Config) { c.Provision = false }},
-		{"timeouts", []string{"CPCANCEL_HTTP_TIMEOUT", "1m30s", "CPCANCEL_SHUTDOWN_TIMEOUT", "500ms"},
-			func(c *config.Config) { c.HTTPTimeout, c.ShutdownTimeout = 90*time.Second, 500*time.Millisecond }},
+		{"timeouts", []string{"CPCANCEL_HTTP_TIMEOUT", "1m30s", "CPCANCEL_SHUTDOWN_TIMEOUT", "1m40s"},
+			func(c *config.Config) { c.HTTPTimeout, c.ShutdownTimeout = 90*time.Second, 100*time.Second }},
+		// The least values each cross-variable rule allows.
+		{"shortest shutdown timeout", []string{"CPCANCEL_HTTP_TIMEOUT", "1s", "CPCANCEL_SHUTDOWN_TIMEOUT", "11s"},
+			func(c *config.Config) { c.HTTPTimeout, c.ShutdownTimeout = time.Second, 11*time.Second }},
+		{"shortest idempotency TTL", []string{"CPCANCEL_IDEMPOTENCY_TTL", "2m20s"},
+			func(c *config.Config) { c.IdempotencyTTL = 140 * time.Second }},
+		{"shortest idempotency TTL when following", []string{"CPCANCEL_FOLLOW", "true", "CPCANCEL_IDEMPOTENCY_TTL", "3h1m"},
+			func(c *config.Config) { c.Follow, c.IdempotencyTTL = true, 3*time.Hour+time.Minute }},
+		{"follow settings at the timeout", []string{"CPCANCEL_FOLLOW_TIMEOUT", "1m", "CPCANCEL_FOLLOW_INTERVAL", "1m", "CPCANCEL_FOLLOW_FIRST_POLL", "1m"},
+			func(c *config.Config) {
+				c.FollowTimeout, c.FollowInterval, c.FollowFirstPoll = time.Minute, time.Minute, time.Minute
+			}},
+		{"a follow timeout past the TTL is fine while not following", []string{"CPCANCEL_FOLLOW_TIMEOUT", "30h"},
+			func(c *config.Config) { c.FollowTimeout = 30 * time.Hour }},
+		{"storage limits", []string{"CPCANCEL_REQUEST_STREAM_MAX_BYTES", "1", "CPCANCEL_RESULT_STREAM_MAX_BYTES", "1099511627776",
+			"CPCANCEL_DEADLETTER_STREAM_MAX_BYTES", "1048576", "CPCANCEL_FOLLOW_STREAM_MAX_BYTES", "2", "CPCANCEL_IDEMPOTENCY_MAX_BYTES", "3"},
+			func(c *config.Config) {
+				c.RequestMaxBytes, c.ResultMaxBytes, c.DeadLetterMaxBytes, c.FollowMaxBytes, c.IdempotencyMaxBytes = 1, 1<<40, 1<<20, 2, 3
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,6 +290,127 @@ func TestValidateReportsEveryError(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("error shows the token: %v", err)
+	}
+}
+
+// TestValidateRules checks the rules that tie variables together: each case sets a few variables
+// and wants exactly these errors, whole and in this order.
+func TestValidateRules(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"shutdown shorter than an API call and its result", []string{"CPCANCEL_SHUTDOWN_TIMEOUT", "25s"}, []string{
+			"CPCANCEL_SHUTDOWN_TIMEOUT: 25s does not cover one API call (CPCANCEL_HTTP_TIMEOUT 30s) plus storing its result (10s): want at least 40s",
+		}},
+		{"longer API calls need a longer shutdown", []string{"CPCANCEL_HTTP_TIMEOUT", "1m"}, []string{
+			"CPCANCEL_SHUTDOWN_TIMEOUT: 45s does not cover one API call (CPCANCEL_HTTP_TIMEOUT 1m0s) plus storing its result (10s): want at least 1m10s",
+		}},
+		{"idempotency TTL within a lease", []string{"CPCANCEL_IDEMPOTENCY_TTL", "2m19s"}, []string{
+			"CPCANCEL_IDEMPOTENCY_TTL: 2m19s does not outlive one worker's hold on a request (1m20s with CPCANCEL_HTTP_TIMEOUT 30s) by 1m: want at least 2m20s",
+		}},
+		{"idempotency TTL within a long API call's lease", []string{"CPCANCEL_HTTP_TIMEOUT", "10m", "CPCANCEL_SHUTDOWN_TIMEOUT", "11m", "CPCANCEL_IDEMPOTENCY_TTL", "20m"}, []string{
+			"CPCANCEL_IDEMPOTENCY_TTL: 20m0s does not outlive one worker's hold on a request (20m20s with CPCANCEL_HTTP_TIMEOUT 10m0s) by 1m: want at least 21m20s",
+		}},
+		{"idempotency TTL within following", []string{"CPCANCEL_FOLLOW", "true", "CPCANCEL_IDEMPOTENCY_TTL", "3h"}, []string{
+			"CPCANCEL_IDEMPOTENCY_TTL: 3h0m0s does not outlive following an operation (CPCANCEL_FOLLOW_TIMEOUT 2h0m0s + CPCANCEL_FOLLOW_INTERVAL 1m0s) by 1h: want at least 3h1m0s",
+		}},
+		{"long follow timeout", []string{"CPCANCEL_FOLLOW", "true", "CPCANCEL_FOLLOW_TIMEOUT", "23h30m"}, []string{
+			"CPCANCEL_IDEMPOTENCY_TTL: 24h0m0s does not outlive following an operation (CPCANCEL_FOLLOW_TIMEOUT 23h30m0s + CPCANCEL_FOLLOW_INTERVAL 1m0s) by 1h: want at least 24h31m0s",
+		}},
+		{"first poll after the deadline", []string{"CPCANCEL_FOLLOW_FIRST_POLL", "2h1m"}, []string{
+			"CPCANCEL_FOLLOW_FIRST_POLL: 2h1m0s is longer than CPCANCEL_FOLLOW_TIMEOUT 2h0m0s: the first poll would come after the operation's deadline",
+		}},
+		{"interval past the deadline", []string{"CPCANCEL_FOLLOW_INTERVAL", "3h"}, []string{
+			"CPCANCEL_FOLLOW_INTERVAL: 3h0m0s is longer than CPCANCEL_FOLLOW_TIMEOUT 2h0m0s: an operation would be polled at most once",
+		}},
+		{"short follow timeout", []string{"CPCANCEL_FOLLOW_TIMEOUT", "5s"}, []string{
+			"CPCANCEL_FOLLOW_FIRST_POLL: 10s is longer than CPCANCEL_FOLLOW_TIMEOUT 5s: the first poll would come after the operation's deadline",
+			"CPCANCEL_FOLLOW_INTERVAL: 1m0s is longer than CPCANCEL_FOLLOW_TIMEOUT 5s: an operation would be polled at most once",
+		}},
+		// A variable that is wrong by itself is reported alone, not again by every rule it is part of.
+		{"invalid HTTP timeout", []string{"CPCANCEL_HTTP_TIMEOUT", "0s", "CPCANCEL_IDEMPOTENCY_TTL", "1m"}, []string{
+			"CPCANCEL_HTTP_TIMEOUT: must be positive, got 0s",
+		}},
+		{"invalid follow timeout", []string{"CPCANCEL_FOLLOW", "true", "CPCANCEL_FOLLOW_TIMEOUT", "0s", "CPCANCEL_IDEMPOTENCY_TTL", "1h"}, []string{
+			"CPCANCEL_FOLLOW_TIMEOUT: must be positive, got 0s",
+		}},
+		{"no storage limits", []string{"CPCANCEL_REQUEST_STREAM_MAX_BYTES", "0", "CPCANCEL_RESULT_STREAM_MAX_BYTES", "-1",
+			"CPCANCEL_DEADLETTER_STREAM_MAX_BYTES", "0", "CPCANCEL_FOLLOW_STREAM_MAX_BYTES", "-1", "CPCANCEL_IDEMPOTENCY_MAX_BYTES", "0"}, []string{
+			"CPCANCEL_REQUEST_STREAM_MAX_BYTES: must be positive, got 0: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
+			"CPCANCEL_RESULT_STREAM_MAX_BYTES: must be positive, got -1: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
+			"CPCANCEL_DEADLETTER_STREAM_MAX_BYTES: must be positive, got 0: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
+			"CPCANCEL_FOLLOW_STREAM_MAX_BYTES: must be positive, got -1: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
+			"CPCANCEL_IDEMPOTENCY_MAX_BYTES: must be positive, got 0: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			setEnv(t, append([]string{"CPCANCEL_CLOUDPARTNER_TOKEN", secret}, tt.env...)...)
+			_, err := config.Load()
+			if err == nil {
+				t.Fatalf("Load succeeded, want:\n%s", strings.Join(tt.want, "\n"))
+			}
+			if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, tt.want) {
+				t.Errorf("Load error:\n%s\nwant:\n%s", err, strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+// TestValidateOrder checks that errors come in one order, run after run: the order of the checks,
+// which follows the order of the variables in Config where it can.
+func TestValidateOrder(t *testing.T) {
+	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN", secret,
+		"CPCANCEL_NATS_CA", "/nonexistent/ca.pem", "CPCANCEL_NATS_CERT", "/nonexistent/cert.pem", "CPCANCEL_NATS_KEY", "/nonexistent/key.pem",
+		"CPCANCEL_NATS_CREDS", "/nonexistent/user.creds", "CPCANCEL_NATS_NKEY", "/nonexistent/user.nk",
+		"CPCANCEL_MAX_ATTEMPTS", "0", "CPCANCEL_CONCURRENCY", "0", "CPCANCEL_MAX_REQUEST_BYTES", "0",
+		"CPCANCEL_SHUTDOWN_TIMEOUT", "1s", "CPCANCEL_IDEMPOTENCY_TTL", "2m", "CPCANCEL_FOLLOW_FIRST_POLL", "0s",
+		"CPCANCEL_REQUEST_SUBJECT", "a.*", "CPCANCEL_FOLLOW_SUBJECT", "b.>", "CPCANCEL_REQUEST_STREAM", "a.b", "CPCANCEL_FOLLOW_CONSUMER", "c d",
+		"CPCANCEL_RESULT_STREAM_MAX_BYTES", "0", "CPCANCEL_IDEMPOTENCY_MAX_BYTES", "0")
+	var want []string
+	for _, name := range []string{
+		"NATS_CA", "NATS_CERT", "NATS_KEY", "NATS_CREDS", "NATS_NKEY", "NATS_CREDS",
+		"MAX_ATTEMPTS", "CONCURRENCY", "MAX_REQUEST_BYTES",
+		"FOLLOW_FIRST_POLL", "IDEMPOTENCY_TTL", "SHUTDOWN_TIMEOUT", "RESULT_STREAM_MAX_BYTES", "IDEMPOTENCY_MAX_BYTES",
+		"REQUEST_SUBJECT", "FOLLOW_SUBJECT", "REQUEST_STREAM", "FOLLOW_CONSUMER",
+	} {
+		want = append(want, config.Prefix+"_"+name)
+	}
+	var first string
+	for i := range 20 {
+		_, err := config.Load()
+		if err == nil {
+			t.Fatal("Load succeeded")
+		}
+		if i == 0 {
+			first = err.Error()
+			var got []string
+			for _, line := range strings.Split(first, "\n") {
+				name, _, _ := strings.Cut(line, ":")
+				got = append(got, name)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("Load reports the variables in the order\n%s\nwant\n%s\nerror:\n%s", strings.Join(got, " "), strings.Join(want, " "), first)
+			}
+		} else if err.Error() != first {
+			t.Fatalf("Load %d reports other errors, or in another order:\n%s\nfirst:\n%s", i+1, err, first)
+		}
+	}
+}
+
+func TestLease(t *testing.T) {
+	for _, tt := range []struct{ http, want time.Duration }{
+		{30 * time.Second, 80 * time.Second}, // 2 × 30s + 2 × 5s + 10s
+		{time.Second, 22 * time.Second},
+	} {
+		if got := (config.Config{HTTPTimeout: tt.http}).Lease(); got != tt.want {
+			t.Errorf("Lease with CPCANCEL_HTTP_TIMEOUT %s = %s, want %s", tt.http, got, tt.want)
+		}
+	}
+	if config.PublishTimeout != 5*time.Second {
+		t.Errorf("PublishTimeout = %s, want 5s", config.PublishTimeout)
 	}
 }
 
