@@ -40,13 +40,13 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 	m := &Metrics{
 		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "api_requests_total",
-			Help: "Cloud Partner API responses by HTTP status code (code=\"error\" when no response was received).",
-		}, []string{"code"}),
+			Help: "Cloud Partner API responses by operation (\"cancel\": the Cancel POST, \"status\": a poll of the operation it started) and HTTP status code (code=\"error\" when no response was received).",
+		}, []string{"operation", "code"}),
 		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "api_request_duration_seconds",
-			Help:    "Duration of Cloud Partner API calls by HTTP status code.",
+			Help:    "Duration of Cloud Partner API calls by operation (\"cancel\" or \"status\") and HTTP status code.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"code"}),
+		}, []string{"operation", "code"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "results_total",
 			Help: "Result events stored in the result stream, by outcome.",
@@ -101,10 +101,12 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 	return m
 }
 
-// ObserveAPIRequest counts one API exchange; code is the HTTP status or "error".
-func (m *Metrics) ObserveAPIRequest(code string, elapsed time.Duration) {
-	m.apiRequests.WithLabelValues(code).Inc()
-	m.apiDuration.WithLabelValues(code).Observe(elapsed.Seconds())
+// ObserveAPIRequest counts one API exchange. operation is "cancel" for the Cancel POST and
+// "status" for a poll of the operation it started (a GET of the 202's Location); code is the HTTP
+// status or "error" when no response was received.
+func (m *Metrics) ObserveAPIRequest(operation, code string, elapsed time.Duration) {
+	m.apiRequests.WithLabelValues(operation, code).Inc()
+	m.apiDuration.WithLabelValues(operation, code).Observe(elapsed.Seconds())
 }
 
 // ObserveThrottle counts an API call held back by a limit, and how long it waited.
