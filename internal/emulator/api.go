@@ -19,7 +19,7 @@ func (e *Emulator) cancel(w http.ResponseWriter, r *http.Request, publisher, off
 	call := Call{PublisherID: publisher, OfferID: offer, At: time.Now()}
 	rep, emails := e.decideCancel(w, r, publisher, offer)
 	call.NotificationEmails = emails
-	if !sleep(r.Context(), e.latency+rep.delay) {
+	if !sleep(r.Context(), e.currentLatency()+rep.delay) {
 		e.record(call) // the client went away: nothing answered
 		return
 	}
@@ -76,7 +76,7 @@ func faultReply(status int) reply {
 func (e *Emulator) authorize(r *http.Request) (reply, bool) {
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" || (e.token != "" && token != e.token) {
+	if want := *e.token.Load(); !strings.EqualFold(scheme, "Bearer") || token == "" || (want != "" && token != want) {
 		rep := errorReply(http.StatusUnauthorized, "Unauthorized", "Authentication failed: the bearer token is missing or invalid.")
 		rep.header = header{"Www-Authenticate", "Bearer"}
 		return rep, false
@@ -197,6 +197,11 @@ type operation struct {
 	created  time.Time
 	ends     time.Time
 	fails    bool
+	gone     bool // opgone*: every GET answers 404, as if the API forgot the operation
+
+	// Guarded by Emulator.mu: the authorised, well-formed GETs of this operation.
+	polls     []time.Time // the first maxPolls
+	pollCount int
 }
 
 // startOperation returns the offer's running operation, or starts a new one.
@@ -213,6 +218,7 @@ func (e *Emulator) startOperation(key offerKey) *operation {
 		created: now,
 		ends:    now.Add(e.opDuration),
 		fails:   strings.HasPrefix(key.offer, "opfail"),
+		gone:    strings.HasPrefix(key.offer, "opgone"),
 	}
 	if strings.HasPrefix(key.offer, "legacy") {
 		op.id = key.publisher + "$" + key.offer + "$2$preview"
@@ -245,7 +251,7 @@ func (e *Emulator) getOperation(w http.ResponseWriter, r *http.Request, owner *o
 		return
 	}
 	rep := e.decideOperation(r, owner, id)
-	if !sleep(r.Context(), e.latency) {
+	if !sleep(r.Context(), e.currentLatency()) {
 		return
 	}
 	e.respond(w, r, rep)
@@ -260,11 +266,63 @@ func (e *Emulator) decideOperation(r *http.Request, owner *offerKey, id string) 
 	}
 	e.mu.Lock()
 	op := e.ops[id]
+	if op != nil && (owner == nil || *owner == op.key) {
+		if len(op.polls) < maxPolls {
+			op.polls = append(op.polls, time.Now())
+		}
+		op.pollCount++
+	}
 	e.mu.Unlock()
-	if op == nil || (owner != nil && *owner != op.key) {
+	if op == nil || (owner != nil && *owner != op.key) || op.gone {
 		return errorReply(http.StatusNotFound, "OperationNotFound", fmt.Sprintf("Operation %q was not found.", id))
 	}
 	return reply{status: http.StatusOK, body: op.view(time.Now())}
+}
+
+// OperationRecord is what the emulator remembers of one operation, for tests that check how
+// often clients poll.
+type OperationRecord struct {
+	ID          string    `json:"id"`
+	PublisherID string    `json:"publisherId"`
+	OfferID     string    `json:"offerId"`
+	Created     time.Time `json:"created"`
+	// Polls are the times of the authorised, well-formed GETs of the operation (those of a
+	// forgotten opgone* operation included), oldest first: at most the first 10000.
+	Polls []time.Time `json:"polls"`
+	// PollCount counts all of them.
+	PollCount int `json:"pollCount"`
+}
+
+// Operations returns the operations started for an offer since the last Reset, oldest first (of
+// the last 100000 operations started).
+func (e *Emulator) Operations(publisherID, offerID string) []OperationRecord {
+	key := offerKey{publisherID, offerID}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []OperationRecord
+	for _, op := range e.opOrder {
+		if op.key == key {
+			out = append(out, op.record())
+		}
+	}
+	return out
+}
+
+// AllOperations returns every operation kept (the last 100000 started), oldest first.
+func (e *Emulator) AllOperations() []OperationRecord {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]OperationRecord, len(e.opOrder))
+	for i, op := range e.opOrder {
+		out[i] = op.record()
+	}
+	return out
+}
+
+// record copies op; e.mu is held.
+func (op *operation) record() OperationRecord {
+	return OperationRecord{ID: op.id, PublisherID: op.key.publisher, OfferID: op.key.offer, Created: op.created,
+		Polls: append([]time.Time(nil), op.polls...), PollCount: op.pollCount}
 }
 
 // operationView is the operation status document.

@@ -13,8 +13,9 @@
 //
 // A cancel request is checked in this order; the first failing check answers:
 //
-//  1. Authorization: "Bearer <token>" missing or malformed, or not Options.Token when that is
-//     set: 401 "Unauthorized" with WWW-Authenticate: Bearer.
+//  1. Authorization: "Bearer <token>" missing or malformed, or not the token when one is set
+//     (Options.Token, replaced at run time by SetToken, as a credential rotation does): 401
+//     "Unauthorized" with WWW-Authenticate: Bearer.
 //  2. Faults: the first queued Fault, else a random one drawn from Rates (see below).
 //  3. api-version missing or not 2017-10-31: 400 "InvalidApiVersion".
 //  4. Content-Type not application/json, body over 64 KiB (413 "RequestEntityTooLarge"), body
@@ -23,6 +24,8 @@
 //  5. The scenario named by the ids, below.
 //
 // Operation GETs check 1 and 3, then answer 200 with the operation or 404 "OperationNotFound".
+// Each such GET of a known operation is recorded with its time (Operations, AllOperations), so
+// that tests can check how often clients poll.
 //
 // # Scenario catalogue
 //
@@ -38,6 +41,8 @@
 //	offer bodyloc*        202, no Location header, body {"location":"<migrated location>"}
 //	offer oploc*          202, Operation-Location: <migrated location>, no Location header
 //	offer opfail*         202 like any other offer, but the operation ends "failed"
+//	offer opgone*         202 like any other offer, but every GET of the operation answers 404
+//	                      OperationNotFound, as if the API had forgotten it
 //	any other offer       202, Location: /api/publishers/{p}/offers/{o}/operations/{uuid}?api-version=2017-10-31
 //
 // A 202 starts an operation that reads "running" for Options.OperationDuration (default 30s),
@@ -50,12 +55,13 @@
 //
 // Faults apply to cancel requests only, after authentication. Each cancel request consumes the
 // first queued Fault (Inject); when the queue is empty, Rates draws a random one: 503
-// ServiceUnavailable, 429 TooManyRequests with Retry-After: 1, or a dropped connection. A Fault
+// ServiceUnavailable, 429 TooManyRequests with Retry-After: 1 (or Rates.RetryAfter, which 503s
+// then carry too), or a dropped connection. A Fault
 // waits Delay, then drops the connection (Drop), answers Status with an error body (429
 // "TooManyRequests", 503 "ServiceUnavailable", other 5xx "InternalServerError", anything else
 // "Error") and Retry-After when set, or, with neither, carries on as if it were not there.
-// Options.Latency is added to every API answer. Waits end when the request's context does, so
-// servers shut down promptly.
+// Options.Latency (replaced at run time by SetLatency) is added to every API answer. Waits end
+// when the request's context does, so servers shut down promptly.
 //
 // Every cancel request that reaches the cancel route is recorded as a Call with the status
 // answered (0 when none was: dropped, or the client went away).
@@ -67,6 +73,7 @@
 //	POST /_emulator/faults   JSON array of Fault, queued   204
 //	                         e.g. [{"status":503},{"status":429,"retryAfter":"5"},{"drop":true},{"delay":"2s"}]
 //	PUT  /_emulator/rates    Rates, e.g. {"serverError":0.1,"throttle":0.1,"drop":0.05}   204
+//	                         or {"throttle":1,"retryAfter":"10"}
 //	GET  /_emulator/rates    current Rates
 //	GET  /_emulator/calls    JSON array of Call, in arrival order
 //	POST /_emulator/reset    forget calls, faults, rates and operations   204

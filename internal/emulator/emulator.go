@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,7 @@ const APIVersion = "2017-10-31"
 const (
 	defaultOperationDuration = 30 * time.Second
 	maxRecords               = 100000   // calls and operations kept in memory
+	maxPolls                 = 10000    // poll times kept per operation (all are counted)
 	maxBodyBytes             = 64 << 10 // request bodies, API and admin alike
 )
 
@@ -42,8 +44,8 @@ type Options struct {
 // Emulator is an in-memory Cloud Partner Portal cancel API. It is an http.Handler, safe for
 // concurrent use; see the package documentation for the scenarios it plays.
 type Emulator struct {
-	token      string
-	latency    time.Duration
+	token      atomic.Pointer[string] // SetToken replaces it
+	latency    atomic.Int64           // a time.Duration; SetLatency replaces it
 	opDuration time.Duration
 	log        *slog.Logger
 	maxCalls   int
@@ -78,10 +80,13 @@ type Fault struct {
 type Rates struct {
 	// ServerError answers 503 ServiceUnavailable.
 	ServerError float64 `json:"serverError"`
-	// Throttle answers 429 TooManyRequests with Retry-After: 1.
+	// Throttle answers 429 TooManyRequests with Retry-After: RetryAfter.
 	Throttle float64 `json:"throttle"`
 	// Drop closes the connection without answering.
 	Drop float64 `json:"drop"`
+	// RetryAfter is the Retry-After value of throttled answers (and of 503 answers, when set):
+	// delay-seconds, such as "5"; empty means "1" for 429 and no header for 503.
+	RetryAfter string `json:"retryAfter,omitempty"`
 }
 
 // Call records one cancel request the emulator received.
@@ -100,13 +105,13 @@ type offerKey struct{ publisher, offer string }
 // New returns an Emulator configured by opts.
 func New(opts Options) *Emulator {
 	e := &Emulator{
-		token:      opts.Token,
-		latency:    opts.Latency,
 		opDuration: opts.OperationDuration,
 		log:        opts.Logger,
 		maxCalls:   maxRecords,
 		maxOps:     maxRecords,
 	}
+	e.SetToken(opts.Token)
+	e.SetLatency(opts.Latency)
 	if e.opDuration <= 0 {
 		e.opDuration = defaultOperationDuration
 	}
@@ -125,6 +130,20 @@ func (e *Emulator) Inject(faults ...Fault) {
 	e.faults = append(e.faults, faults...)
 }
 
+// SetToken replaces the bearer token required from now on (Options.Token): requests with the old
+// one get 401, as after a credential rotation. Empty accepts any non-empty bearer token.
+func (e *Emulator) SetToken(token string) {
+	e.token.Store(&token)
+}
+
+// SetLatency replaces the latency added to every API answer from now on (Options.Latency);
+// answers already waiting keep theirs. Zero or negative means none.
+func (e *Emulator) SetLatency(d time.Duration) {
+	e.latency.Store(int64(max(d, 0)))
+}
+
+func (e *Emulator) currentLatency() time.Duration { return time.Duration(e.latency.Load()) }
+
 // SetRates sets the random fault rates, each clamped to [0,1]; the zero Rates disables them.
 func (e *Emulator) SetRates(r Rates) {
 	clamp := func(p float64) float64 {
@@ -135,7 +154,7 @@ func (e *Emulator) SetRates(r Rates) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.rates = Rates{ServerError: clamp(r.ServerError), Throttle: clamp(r.Throttle), Drop: clamp(r.Drop)}
+	e.rates = Rates{ServerError: clamp(r.ServerError), Throttle: clamp(r.Throttle), Drop: clamp(r.Drop), RetryAfter: r.RetryAfter}
 }
 
 // Calls returns a copy of the recorded cancel requests in arrival order (at most the last 100000).
@@ -249,6 +268,9 @@ func (e *Emulator) admin(w http.ResponseWriter, r *http.Request, name string) re
 					return badRequest("rates must be between 0 and 1")
 				}
 			}
+			if !validRetryAfter(rates.RetryAfter) {
+				return badRequest("retryAfter must be a number of seconds")
+			}
 			e.SetRates(rates)
 			return reply{status: http.StatusNoContent}
 		}
@@ -319,6 +341,19 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// validRetryAfter accepts empty (no header) or delay-seconds.
+func validRetryAfter(s string) bool {
+	if len(s) > 9 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 func (f Fault) validate() error {
 	if f.Status != 0 && (f.Status < 400 || f.Status > 599) {
 		return fmt.Errorf("status %d: want 400-599", f.Status)
@@ -343,9 +378,13 @@ func (e *Emulator) nextFault() (Fault, bool) {
 	case p < e.rates.Drop:
 		return Fault{Drop: true}, true
 	case p < e.rates.Drop+e.rates.Throttle:
-		return Fault{Status: http.StatusTooManyRequests, RetryAfter: "1"}, true
+		retryAfter := e.rates.RetryAfter
+		if retryAfter == "" {
+			retryAfter = "1"
+		}
+		return Fault{Status: http.StatusTooManyRequests, RetryAfter: retryAfter}, true
 	case p < e.rates.Drop+e.rates.Throttle+e.rates.ServerError:
-		return Fault{Status: http.StatusServiceUnavailable}, true
+		return Fault{Status: http.StatusServiceUnavailable, RetryAfter: e.rates.RetryAfter}, true
 	}
 	return Fault{}, false
 }
