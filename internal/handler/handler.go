@@ -1,17 +1,21 @@
-// Package handler turns one cancel-request message into one result event and settles the message
-// exactly once: Ack after the result is stored, NakWithDelay to retry, TermWithReason after
-// dead-lettering what is not a cancel request.
+// Package handler decides what becomes of one cancel-request message. It reads and changes the
+// request's durable state (package state) by compare-and-set, calls the API only while it holds
+// the request's lease, and returns how the message is to be settled; the worker pool settles it.
+//
+// For a request seen for the first time the steps are: claim the lease, call the API (fenced by
+// the lease), record the answer in the state, store the result event, record where it was stored
+// (and schedule following a 202), then ack. Every later delivery or re-send reads the state: it
+// waits while another worker holds the lease, answers from the record once there is one, and
+// never calls the API again.
 package handler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -21,200 +25,143 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
-	"github.com/cpcancel/cpcancel/internal/idempotency"
+	"github.com/cpcancel/cpcancel/internal/state"
+	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
-// Canceller calls the Cancel operation API. It must be safe for concurrent use. Any error it
-// returns other than *cloudpartner.Error is treated as transient.
+// Canceller calls the Cancel operation API. It must be safe for concurrent use, call
+// CancelRequest.Fence right before sending, and return *cloudpartner.Error for every answer other
+// than 200/202; any other error is the fence's, or a failure that is not the API's.
 type Canceller interface {
 	Cancel(ctx context.Context, req cloudpartner.CancelRequest) (cloudpartner.Accepted, error)
 }
 
-// Publisher stores messages in JetStream: PublishMsg returns once the server acknowledged the
-// message, PublishMsgAsync at once with a future of the acknowledgement. It must be safe for
-// concurrent use; jetstream.JetStream satisfies it.
+// Publisher stores result events and dead letters; *results.Publisher satisfies it. It must be
+// safe for concurrent use.
 type Publisher interface {
-	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
-	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+	Publish(ctx context.Context, ev *event.Event) (seq uint64, err error)
+	PublishRecorded(ctx context.Context, recorded []byte) (seq uint64, err error)
+	DeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error
+}
+
+// Follower stores the task that follows a request's operation; calling it again for the same key
+// stores nothing more. *follow.Follower satisfies it.
+type Follower interface {
+	Schedule(ctx context.Context, key, location string) error
 }
 
 // Recorder counts what the handler does; *metrics.Metrics satisfies it.
 type Recorder interface {
 	Received(numDelivered uint64) (done func())
-	ResultStored(outcome string)
 	Duplicate()
-	DeadLettered()
 	Retried()
 }
 
-// Store holds a lease per request while it is processed, and its result afterwards; it must be
-// safe for concurrent use and shared by every worker and replica. *idempotency.Store satisfies it.
-type Store interface {
-	// Claim returns a lease, or the recorded result, or an *idempotency.BusyError while another
-	// worker holds the request; any other error is transient.
-	Claim(ctx context.Context, key string) (lease *idempotency.Lease, recorded []byte, err error)
-}
-
-var (
-	_ Canceller = (*cloudpartner.Client)(nil)
-	_ Publisher = jetstream.JetStream(nil)
-	_ Store     = (*idempotency.Store)(nil)
-)
+var _ Canceller = (*cloudpartner.Client)(nil)
 
 // Config configures a Handler.
 type Config struct {
 	// Source is the CloudEvents source of results (CPCANCEL_SOURCE).
 	Source string
-	// ResultSubjectPrefix gets ".<outcome>" appended to make a result's subject.
-	ResultSubjectPrefix string
-	// DeadLetterSubject receives messages that are not cancel requests.
-	DeadLetterSubject string
-	// Mode is the content mode of results.
-	Mode cenats.Mode
-	// MaxAttempts is the delivery at which a transient failure becomes a failed result.
+	// MaxAttempts is the number of API attempts after which a transient failure becomes a failed
+	// result (CPCANCEL_MAX_ATTEMPTS).
 	MaxAttempts int
 	// MaxRequestBytes bounds the size of a request message; larger ones are dead-lettered.
 	MaxRequestBytes int
+	// Holder names this process in the leases it holds.
+	Holder string
+	// Lease is how long a claim lasts; CallBudget is the least lease left for the API to be called:
+	// one HTTP exchange and the write that records its answer, with a margin for clock skew.
+	Lease, CallBudget time.Duration
 	// RetryBase and RetryMax bound the exponential retry delay (defaults 1s and 1m).
 	RetryBase, RetryMax time.Duration
-	// PublishTimeout bounds one result or dead-letter publish (default 10s).
-	PublishTimeout time.Duration
-	// Heartbeat is how often a message in progress is reported to JetStream (InProgress), so that
-	// AckWait never redelivers work still running; 0 disables it.
-	Heartbeat time.Duration
-	// Follow, when set, is called with every stored cancelling result before the request is acked,
-	// to schedule following its operation; it must be idempotent. An error hands the request back.
-	Follow func(ctx context.Context, result *event.Event) error
-	// Logger receives one line per settled request; nil discards.
+	// Follow, when set, follows the operation of every 202: the request's state becomes
+	// following, with its first poll FollowFirstPoll and its deadline FollowTimeout from now.
+	Follow                         Follower
+	FollowFirstPoll, FollowTimeout time.Duration
+	// Logger receives one line per answered request; nil discards.
 	Logger *slog.Logger
 }
 
-// Handler processes request messages. Handle may be called concurrently.
+// Handler decides request messages. Decide may be called concurrently.
 type Handler struct {
 	cfg   Config
 	api   Canceller
-	pub   Publisher
-	store Store
+	store *state.Store
+	out   Publisher
 	rec   Recorder
 	log   *slog.Logger
 }
 
-// New returns a Handler. cfg's zero durations get their defaults.
-func New(cfg Config, api Canceller, pub Publisher, store Store, rec Recorder) *Handler {
+// New returns a Handler. cfg's zero retry delays get their defaults.
+func New(cfg Config, api Canceller, store *state.Store, out Publisher, rec Recorder) *Handler {
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = time.Second
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = time.Minute
 	}
-	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = 10 * time.Second
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{cfg: cfg, api: api, pub: pub, store: store, rec: rec, log: log}
+	return &Handler{cfg: cfg, api: api, store: store, out: out, rec: rec, log: log}
 }
 
-// action is how a message is settled. Exactly one is chosen per delivery, by process.
-type action struct {
-	kind   actionKind
-	delay  time.Duration // nak
-	reason string        // term, and logged for nak
+// delivery is one delivery of a request message being decided.
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	ev   *event.Event
+	key  string
 }
 
-type actionKind int
-
-const (
-	ack actionKind = iota
-	nak
-	term
-)
-
-// Handle processes one delivery of a request message and settles it. ctx ends the work early
-// (shutdown); the message is then handed back for redelivery, never half-done.
-func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
+// Decide works out how one delivery of a request message is to be settled. ctx ends the work
+// early (the shutdown grace period ran out); the message is then handed back, never half-done.
+func (h *Handler) Decide(ctx context.Context, msg jetstream.Msg) worker.Decision {
 	meta, err := msg.Metadata()
 	if err != nil {
-		// Not a JetStream delivery: nothing can be acknowledged.
+		// Not a JetStream delivery; there is nothing to settle, and Term tells the pool so.
 		h.log.Error("message without JetStream metadata", "subject", msg.Subject(), "err", err)
-		return
+		return worker.Term("not a JetStream delivery")
 	}
 	done := h.rec.Received(meta.NumDelivered)
 	defer done()
-	stop := h.keepAlive(msg)
-	a := h.process(ctx, msg, meta)
-	stop()
-	h.settle(msg, meta, a)
-}
+	d := &delivery{msg: msg, meta: meta}
+	var reason string
+	if d.ev, reason = h.decode(ctx, msg.Headers(), msg.Data()); reason != "" {
+		if err := h.out.DeadLetter(ctx, msg.Headers(), msg.Data(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
+			return h.infraRetry(d, "dead letter not stored", err)
+		}
+		return worker.Term(reason)
+	}
+	d.key = state.Key(d.ev.Source(), d.ev.ID())
 
-func (h *Handler) settle(msg jetstream.Msg, meta *jetstream.MsgMetadata, a action) {
-	var err error
-	switch a.kind {
-	case ack:
-		err = msg.Ack()
-	case nak:
-		err = msg.NakWithDelay(a.delay)
-	case term:
-		err = msg.TermWithReason(a.reason)
-	}
-	if err != nil {
-		h.log.Warn("could not settle message; JetStream redelivers it after AckWait",
-			"stream_seq", meta.Sequence.Stream, "err", err)
-	}
-}
-
-func (h *Handler) process(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) action {
-	attempt := int(meta.NumDelivered)
-	ev, reason := h.decode(ctx, msg.Headers(), msg.Data())
-	if reason != "" {
-		return h.deadLetter(ctx, msg, meta, reason)
-	}
-	lease, recorded, err := h.store.Claim(ctx, idempotency.Key(ev.Source(), ev.ID()))
-	var busy *idempotency.BusyError
+	lease, entry, err := h.store.Claim(ctx, d.key, h.cfg.Holder, h.cfg.Lease)
+	var wait *state.WaitError
 	switch {
-	case errors.As(err, &busy):
-		// Another worker or replica is on it: look again with backoff (it usually finishes well
-		// before its lease ends), and at the latest when the lease ends.
-		delay := min(h.retryDelay(attempt, 0), max(time.Until(busy.Until), h.cfg.RetryBase))
-		return action{kind: nak, delay: delay, reason: "in progress elsewhere"}
+	case errors.As(err, &wait):
+		// Another worker holds the request, or it waits for its next try: look again then, and
+		// at least as soon as the retry backoff says, in case its holder finishes early.
+		delay := max(time.Until(wait.Until), h.cfg.RetryBase)
+		if wait.Reason != "waiting for its next try" {
+			delay = min(delay, h.backoff(int(meta.NumDelivered)))
+		}
+		return worker.Nak(delay, "request "+wait.Reason)
 	case err != nil:
-		h.log.Warn("idempotency store unavailable, retrying", "request_id", ev.ID(), "err", err)
-		return action{kind: nak, delay: h.cfg.RetryBase, reason: "idempotency store unavailable"}
-	case recorded != nil:
-		return h.republish(ctx, ev, recorded)
+		return h.infraRetry(d, "state unavailable", err)
+	case lease == nil:
+		return h.answerFromState(ctx, d, entry)
 	}
-
-	result, retry := h.answer(ctx, ev, attempt)
-	if retry != nil {
-		if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
-			h.log.Warn("could not release lease; the retry waits for it to expire", "request_id", ev.ID(), "err", err)
-		}
-		return *retry
-	}
-	return h.finish(ctx, lease, result)
-}
-
-// finish records the result under the lease while its publish is on its way, and says to ack
-// once the result is stored.
-func (h *Handler) finish(ctx context.Context, lease *idempotency.Lease, result *event.Event) action {
-	return h.publish(ctx, result, func() {
-		if recorded, err := cenats.MarshalStructured(result); err != nil {
-			h.log.Error("could not encode result for the record", "result_id", result.ID(), "err", err)
-		} else if err := lease.Complete(ctx, recorded); err != nil {
-			// The result is still published; only a later re-send could call the API again.
-			h.log.Warn("could not record result", "result_id", result.ID(), "err", err)
-		}
-	})
+	return h.work(ctx, d, lease)
 }
 
 // decode reads a cancel request, or says why the message is not one.
-func (h *Handler) decode(ctx context.Context, header nats.Header, data []byte) (ev *event.Event, notRequest string) {
-	if size := len(data) + headerSize(header); size > h.cfg.MaxRequestBytes {
+func (h *Handler) decode(ctx context.Context, hdr nats.Header, data []byte) (ev *event.Event, notRequest string) {
+	if size := len(data) + headerSize(hdr); size > h.cfg.MaxRequestBytes {
 		return nil, fmt.Sprintf("message of %d bytes exceeds CPCANCEL_MAX_REQUEST_BYTES (%d)", size, h.cfg.MaxRequestBytes)
 	}
-	ev, err := cenats.Decode(ctx, header, data)
+	ev, err := cenats.Decode(ctx, hdr, data)
 	if err != nil {
 		return nil, err.Error()
 	}
@@ -224,56 +171,184 @@ func (h *Handler) decode(ctx context.Context, header nats.Header, data []byte) (
 	return ev, ""
 }
 
-// answer works out the result of a request: validation, then the API call. It returns a nil
-// result and the action to take when the request is to be retried later.
-func (h *Handler) answer(ctx context.Context, ev *event.Event, attempt int) (*event.Event, *action) {
-	req, err := cancelevent.ParseRequest(ev)
+// work answers a request whose lease this worker holds: it calls the API unless the request is
+// invalid, and then either records the answer or gives the lease up until the next try.
+func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) worker.Decision {
+	attempts := lease.State().Attempts
+	req, err := cancelevent.ParseRequest(d.ev)
 	var invalid *cancelevent.InvalidError
 	if errors.As(err, &invalid) {
-		return h.result(req, cancelevent.Failed, cancelevent.ResultData{
-			Attempts: attempt,
+		return h.settle(ctx, d, lease, attempts, h.result(req, cancelevent.Failed, cancelevent.ResultData{
+			Attempts: attempts,
 			Error:    &cancelevent.ErrorData{Code: cancelevent.CodeInvalidRequest, Message: invalid.Reason},
-		})
+		}))
 	}
 
+	sent := false
 	accepted, err := h.api.Cancel(ctx, cloudpartner.CancelRequest{
 		PublisherID: req.PublisherID, OfferID: req.OfferID, NotificationEmails: req.Emails,
+		Fence: func(ctx context.Context) error {
+			if err := lease.Ensure(ctx, h.cfg.CallBudget); err != nil {
+				return err
+			}
+			sent = true
+			return nil
+		},
 	})
 	if err == nil {
 		outcome := cancelevent.Cancelled
 		if accepted.StatusCode == http.StatusAccepted {
 			outcome = cancelevent.Cancelling
 		}
-		return h.result(req, outcome, cancelevent.ResultData{
+		return h.settle(ctx, d, lease, attempts+1, h.result(req, outcome, cancelevent.ResultData{
 			StatusCode: accepted.StatusCode, Location: accepted.Location, OperationID: accepted.OperationID,
-			CorrelationID: accepted.CorrelationID, Attempts: attempt,
-		})
+			CorrelationID: accepted.CorrelationID, Attempts: attempts + 1,
+		}))
 	}
-	if ctx.Err() != nil {
-		return nil, &action{kind: nak, delay: time.Second, reason: "shutting down"}
+
+	var apiErr *cloudpartner.Error
+	switch {
+	case errors.Is(err, state.ErrLeaseLost):
+		// Another worker took the request over: it decides from now on.
+		return worker.Nak(h.backoff(int(d.meta.NumDelivered)), "lease lost")
+	case !errors.As(err, &apiErr):
+		// The lease could not be renewed: nothing was sent.
+		return h.giveBack(ctx, d, lease, attempts, "state unavailable", err)
+	case ctx.Err() != nil && sent:
+		// Shutting down with the call's fate unknown: keep the lease, so that no other worker
+		// calls the API for this request before the lease runs out.
+		return worker.Nak(h.cfg.RetryBase, "shutting down")
+	case ctx.Err() != nil, apiErr.Code == "token_error":
+		// Not the API's answer: no attempt is used up.
+		return h.giveBack(ctx, d, lease, attempts, apiErr.Code, err)
 	}
-	apiErr := &cloudpartner.Error{Code: "internal_error", Message: err.Error(), Transient: true, Err: err}
-	errors.As(err, &apiErr)
-	if apiErr.Transient && attempt < h.cfg.MaxAttempts {
+	attempts++
+	if apiErr.Transient && attempts < h.cfg.MaxAttempts {
 		h.rec.Retried()
-		delay := h.retryDelay(attempt, apiErr.RetryAfter)
+		delay := max(h.backoff(attempts), apiErr.RetryAfter)
 		h.log.Info("transient API failure, retrying", "request_id", req.ID, "request_source", req.Source,
-			"status", apiErr.StatusCode, "code", apiErr.Code, "attempt", attempt, "delay", delay)
-		return nil, &action{kind: nak, delay: delay, reason: apiErr.Code}
+			"status", apiErr.StatusCode, "code", apiErr.Code, "attempt", attempts, "delay", delay)
+		if err := lease.Wait(context.WithoutCancel(ctx), attempts, time.Now().Add(delay)); err != nil {
+			h.log.Warn("could not record the attempt; the retry waits for the lease to run out", "request_id", req.ID, "err", err)
+		}
+		return worker.Nak(delay, apiErr.Code)
 	}
-	return h.result(req, cancelevent.Failed, cancelevent.ResultData{
-		StatusCode: apiErr.StatusCode, CorrelationID: apiErr.CorrelationID, Attempts: attempt,
+	return h.settle(ctx, d, lease, attempts, h.result(req, cancelevent.Failed, cancelevent.ResultData{
+		StatusCode: apiErr.StatusCode, CorrelationID: apiErr.CorrelationID, Attempts: attempts,
 		Error: &cancelevent.ErrorData{Code: apiErr.Code, Message: apiErr.Message},
-	})
+	}))
 }
 
-// result builds a result event and logs the outcome; a failure to build one is retried like
-// any transient failure.
-func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) (*event.Event, *action) {
+// giveBack releases the lease without using up an attempt and says to try again after a backoff.
+func (h *Handler) giveBack(ctx context.Context, d *delivery, lease *state.Lease, attempts int, reason string, cause error) worker.Decision {
+	delay := h.backoff(int(d.meta.NumDelivered))
+	if err := lease.Wait(context.WithoutCancel(ctx), attempts, time.Now()); err != nil {
+		h.log.Debug("could not release lease; the retry waits for it to run out", "err", err)
+	}
+	h.log.Warn("request handed back, no attempt used", "request_id", d.ev.ID(), "reason", reason, "err", cause, "delay", delay)
+	return worker.Nak(delay, reason)
+}
+
+// settle records the result, after attempts API attempts, under the lease, then stores and acknowledges it. The record is
+// written before anything is published: from then on every delivery and re-send is answered from
+// it, and the API is never called again for the request. Writing it is retried for as long as the
+// message may be held, since a failure would otherwise cost a second API call.
+func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, attempts int, result *event.Event) worker.Decision {
+	recorded, err := cenats.MarshalStructured(result)
+	if err != nil {
+		h.log.Error("could not encode result", "result_id", result.ID(), "err", err)
+		return h.giveBack(ctx, d, lease, lease.State().Attempts, "result not encoded", err)
+	}
+	st := state.State{Phase: state.Answered, Attempts: attempts, Result: recorded}
+	if loc := locationOf(result); h.cfg.Follow != nil && loc != "" {
+		now := time.Now()
+		st.Phase = state.Following
+		st.Follow = &state.Follow{Location: loc, FirstPoll: now.Add(h.cfg.FollowFirstPoll), Deadline: now.Add(h.cfg.FollowTimeout)}
+	}
+	var entry state.Entry
+	for try := 1; ; try++ {
+		entry, err = lease.Settle(ctx, st)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, state.ErrLeaseLost) {
+			// Only possible after the lease ran out while the state could not be written: the
+			// new holder decides, and may call the API again.
+			h.log.Error("answer not recorded: the lease ran out and another worker took the request over",
+				"request_id", d.ev.ID(), "result_id", result.ID())
+			return worker.Nak(h.cfg.RetryBase, "lease lost")
+		}
+		delay := h.backoff(try)
+		h.log.Warn("could not record the answer, trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
+		select {
+		case <-ctx.Done():
+			return worker.Nak(h.cfg.RetryBase, "shutting down")
+		case <-time.After(delay):
+		}
+	}
+	return h.storeResult(ctx, d, entry)
+}
+
+// answerFromState answers a delivery of a request that is settled: it stores the recorded result
+// unless this very message's result is stored already, and finishes what a crash may have left
+// undone (the mark, the follow task).
+func (h *Handler) answerFromState(ctx context.Context, d *delivery, entry state.Entry) worker.Decision {
+	if entry.ResultSeq != 0 && entry.RequestSeq != d.meta.Sequence.Stream {
+		// A re-send by the publisher: publish the recorded results again, under the same ids.
+		h.rec.Duplicate()
+		h.log.Info("re-sent request answered from its record", "request_id", d.ev.ID(), "request_source", d.ev.Source())
+		if _, err := h.out.PublishRecorded(ctx, entry.Result); err != nil {
+			return h.infraRetry(d, "result not stored", err)
+		}
+		if entry.FinalSeq != 0 {
+			if _, err := h.out.PublishRecorded(ctx, entry.Final); err != nil {
+				return h.infraRetry(d, "final result not stored", err)
+			}
+		}
+		return worker.Ack()
+	}
+	if entry.ResultSeq != 0 && (entry.Follow == nil || entry.Follow.Scheduled) {
+		// A redelivery of the message whose result is stored: nothing to store again.
+		return worker.Ack()
+	}
+	return h.storeResult(ctx, d, entry)
+}
+
+// storeResult stores the result recorded in entry, schedules following it, and records both in the
+// state before saying to ack.
+func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entry) worker.Decision {
+	seq := entry.ResultSeq
+	if seq == 0 {
+		var err error
+		if seq, err = h.out.PublishRecorded(ctx, entry.Result); err != nil {
+			return h.infraRetry(d, "result not stored", err)
+		}
+	}
+	next := entry.State
+	next.ResultSeq, next.RequestSeq = seq, d.meta.Sequence.Stream
+	if next.Follow != nil && !next.Follow.Scheduled {
+		if err := h.cfg.Follow.Schedule(ctx, d.key, next.Follow.Location); err != nil {
+			return h.infraRetry(d, "follow not scheduled", err)
+		}
+		f := *next.Follow
+		f.Scheduled = true
+		next.Follow = &f
+	}
+	if _, err := h.store.Update(ctx, d.key, next, entry.Revision); err != nil && !errors.Is(err, state.ErrConflict) {
+		// The result is stored; without the mark, a redelivery stores it again under the same id,
+		// which the result stream drops inside its duplicate window.
+		return h.infraRetry(d, "result stored, state not updated", err)
+	}
+	// A conflict means someone moved the state on (following ended meanwhile): nothing to add.
+	return worker.Ack()
+}
+
+// result builds a result event and logs the outcome.
+func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) *event.Event {
 	ev, err := cancelevent.NewResult(h.cfg.Source, req, o, d, time.Now())
 	if err != nil {
-		h.log.Error("could not build result", "request_id", req.ID, "err", err)
-		return nil, &action{kind: nak, delay: h.cfg.RetryBase, reason: "result not built"}
+		// Only data that cannot be encoded as JSON gets here, which ResultData cannot be.
+		panic(fmt.Sprintf("build result: %v", err))
 	}
 	if h.log.Enabled(context.Background(), slog.LevelInfo) {
 		args := []any{"request_id", req.ID, "request_source", req.Source, "publisher", req.PublisherID,
@@ -286,100 +361,36 @@ func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cance
 		}
 		h.log.Info("request answered", args...)
 	}
-	return ev, nil
+	return ev
 }
 
-// republish answers a request seen before with its recorded result, same id, no API call.
-func (h *Handler) republish(ctx context.Context, req *event.Event, recorded []byte) action {
-	var result event.Event
-	if err := json.Unmarshal(recorded, &result); err != nil {
-		h.log.Error("recorded result unreadable, retrying", "request_id", req.ID(), "err", err)
-		return action{kind: nak, delay: h.cfg.RetryMax, reason: "recorded result unreadable"}
-	}
-	h.rec.Duplicate()
-	h.log.Info("duplicate request answered from its record", "request_id", req.ID(), "request_source", req.Source(), "result_id", result.ID())
-	return h.publish(ctx, &result, nil)
+// infraRetry hands a message back after a failure of NATS or of the bucket: with a growing delay,
+// and without using up an attempt.
+func (h *Handler) infraRetry(d *delivery, reason string, err error) worker.Decision {
+	delay := h.backoff(int(d.meta.NumDelivered))
+	h.log.Warn("could not finish, retrying", "stream_seq", d.meta.Sequence.Stream, "reason", reason, "err", err, "delay", delay)
+	return worker.Nak(delay, reason)
 }
 
-// publish stores the result event and says to ack only once JetStream has it. meanwhile, when
-// set, runs while the acknowledgement of the publish is on its way.
-func (h *Handler) publish(ctx context.Context, result *event.Event, meanwhile func()) action {
-	outcome := string(cancelevent.OutcomeOf(result.Type()))
-	out, err := cenats.NewMsg(ctx, h.cfg.ResultSubjectPrefix+"."+outcome, result, h.cfg.Mode)
-	var stored jetstream.PubAckFuture
-	if err == nil {
-		stored, err = h.pub.PublishMsgAsync(out, jetstream.WithMsgID(result.ID()))
-	}
-	if meanwhile != nil {
-		meanwhile()
-	}
-	duplicate := false
-	if err == nil {
-		timeout := time.NewTimer(h.cfg.PublishTimeout)
-		select {
-		case ack := <-stored.Ok():
-			duplicate = ack.Duplicate
-		case err = <-stored.Err():
-		case <-timeout.C:
-			err = errors.New("no acknowledgement within the publish timeout")
-		}
-		timeout.Stop()
-	}
-	if err != nil {
-		h.log.Warn("could not store result, retrying", "result_id", result.ID(), "outcome", outcome, "err", err)
-		return action{kind: nak, delay: h.cfg.RetryBase, reason: "result not stored"}
-	}
-	if !duplicate { // already in the result stream: JetStream dropped this copy
-		h.rec.ResultStored(outcome)
-	}
-	if h.cfg.Follow != nil && outcome == string(cancelevent.Cancelling) {
-		if err := h.cfg.Follow(ctx, result); err != nil {
-			h.log.Warn("could not schedule following the operation, retrying", "result_id", result.ID(), "err", err)
-			return action{kind: nak, delay: h.cfg.RetryBase, reason: "follow not scheduled"}
-		}
-	}
-	return action{kind: ack}
-}
-
-// keepAlive reports msg in progress every Heartbeat until the returned func is called. A timer,
-// not a goroutine, waits between reports: most messages finish before the first one.
-func (h *Handler) keepAlive(msg jetstream.Msg) (stop func()) {
-	if h.cfg.Heartbeat <= 0 {
-		return func() {}
-	}
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock() // the callback must not see t before it is set
-	defer mu.Unlock()
-	t = time.AfterFunc(h.cfg.Heartbeat, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		if err := msg.InProgress(); err != nil {
-			h.log.Debug("in-progress report failed", "err", err)
-		}
-		t.Reset(h.cfg.Heartbeat)
-	})
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		t.Stop()
-	}
-}
-
-// retryDelay is exponential in the attempt with equal jitter, capped at RetryMax, and never
-// shorter than what the API asked for.
-func (h *Handler) retryDelay(attempt int, retryAfter time.Duration) time.Duration {
+// backoff is exponential in n (1, 2, …) with equal jitter, capped at RetryMax.
+func (h *Handler) backoff(n int) time.Duration {
 	d := h.cfg.RetryMax
-	if shift := attempt - 1; shift < 30 {
+	if shift := n - 1; shift >= 0 && shift < 30 {
 		d = min(h.cfg.RetryBase<<shift, h.cfg.RetryMax)
 	}
-	d = d/2 + rand.N(d/2+1)
-	return max(d, retryAfter)
+	return d/2 + rand.N(d/2+1)
+}
+
+// locationOf is the operation location of a cancelling result, "" for any other.
+func locationOf(result *event.Event) string {
+	if cancelevent.OutcomeOf(result.Type()) != cancelevent.Cancelling {
+		return ""
+	}
+	var d cancelevent.ResultData
+	if err := result.DataAs(&d); err != nil {
+		return ""
+	}
+	return d.Location
 }
 
 func headerSize(h nats.Header) int {

@@ -1,4 +1,4 @@
-package handler
+package results
 
 import (
 	"context"
@@ -22,19 +22,12 @@ const (
 	maxReason      = 256
 )
 
-// deadLetter stores the original message with the reason on the dead-letter subject, then says to
-// terminate it; if the dead letter cannot be stored, the message is retried instead.
-func (h *Handler) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason string) action {
+// DeadLetter stores a copy of a message that cannot be handled, with the reason (bounded, on one
+// line) and where it came from: stream and sequence. Nats-* headers of the original are kept
+// renamed. Its id is derived from stream and sequence, so storing it again inside the dead-letter
+// stream's duplicate window keeps one copy.
+func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error {
 	reason = boundReason(reason)
-	if err := h.storeDeadLetter(ctx, msg.Headers(), msg.Data(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
-		h.log.Warn("could not store dead letter, retrying", "stream_seq", meta.Sequence.Stream, "err", err)
-		return action{kind: nak, delay: h.cfg.RetryBase, reason: "dead letter not stored"}
-	}
-	return action{kind: term, reason: reason}
-}
-
-// storeDeadLetter publishes a copy of a request message with the reason and where it came from.
-func (h *Handler) storeDeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error {
 	hdr := make(nats.Header, len(header)+3)
 	for k, vs := range header {
 		if strings.HasPrefix(strings.ToLower(k), "nats-") {
@@ -45,15 +38,15 @@ func (h *Handler) storeDeadLetter(ctx context.Context, header nats.Header, data 
 	hdr.Set(HeaderReason, reason)
 	hdr.Set(HeaderStream, stream)
 	hdr.Set(HeaderStreamSequence, strconv.FormatUint(seq, 10))
-	out := &nats.Msg{Subject: h.cfg.DeadLetterSubject, Header: hdr, Data: data}
-	pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	out := &nats.Msg{Subject: p.cfg.DeadLetterSubject, Header: hdr, Data: data}
+	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	id := fmt.Sprintf("deadletter:%s:%d", stream, seq)
-	if _, err := h.pub.PublishMsg(pctx, out, jetstream.WithMsgID(id)); err != nil {
-		return err
+	if _, err := p.js.PublishMsg(pctx, out, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("store dead letter: %w", err)
 	}
-	h.rec.DeadLettered()
-	h.log.Warn("dead-lettered message", "stream_seq", seq, "reason", reason)
+	p.rec.DeadLettered()
+	p.log.Warn("dead-lettered message", "stream", stream, "stream_seq", seq, "reason", reason)
 	return nil
 }
 

@@ -1,0 +1,208 @@
+// Package state keeps one durable record per request in a JetStream KeyValue bucket, changed only
+// by compare-and-set on its revision, so that every decision about a request (call the API, wait,
+// answer from the record, follow the operation, publish the final result) reads the same truth on
+// every worker and replica, across restarts.
+//
+// A request's record goes through these phases:
+//
+//	claimed   a worker holds the lease: it alone may call the API, until LeaseUntil
+//	waiting   nobody holds it; the API was tried Attempts times, the next try is due at RetryAt
+//	answered  the API answered; Result is the result event, ResultSeq its place once stored
+//	following the answer was a 202 that is followed until the operation ends (Follow)
+//	final     the followed operation ended; Final is the final result event
+//
+// claimed and waiting may alternate; answered, following and final are never left for an earlier
+// phase, so a request is answered and followed at most once.
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Phase is where a request stands.
+type Phase string
+
+// The phases of a request, in order.
+const (
+	Claimed   Phase = "claimed"
+	Waiting   Phase = "waiting"
+	Answered  Phase = "answered"
+	Following Phase = "following"
+	Final     Phase = "final"
+)
+
+// State is the record of one request.
+type State struct {
+	Phase Phase `json:"phase"`
+	// Holder and LeaseUntil name the worker holding a claimed request and when its lease ends.
+	Holder     string    `json:"holder,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil,omitzero"`
+	// Attempts counts the API's answers (and calls that got none) so far; only those use up
+	// CPCANCEL_MAX_ATTEMPTS, never a failure of NATS or of cpcancel itself.
+	Attempts int `json:"attempts,omitempty"`
+	// RetryAt is when a waiting request may be tried again.
+	RetryAt time.Time `json:"retryAt,omitzero"`
+	// Result is the request's result event (structured CloudEvent JSON), from answered on.
+	Result json.RawMessage `json:"result,omitempty"`
+	// ResultSeq is Result's sequence in the result stream once it is stored, and RequestSeq the
+	// request-stream sequence of the message it answered: a redelivery of that message finds the
+	// result stored and does not store it again, however late it comes.
+	ResultSeq  uint64 `json:"resultSeq,omitempty"`
+	RequestSeq uint64 `json:"requestSeq,omitempty"`
+	// Follow is set while and after the operation of a 202 is followed.
+	Follow *Follow `json:"follow,omitempty"`
+	// Final is the final result event of a followed request, FinalSeq its place once stored.
+	Final    json.RawMessage `json:"final,omitempty"`
+	FinalSeq uint64          `json:"finalSeq,omitempty"`
+}
+
+// Follow is what following a request's operation needs.
+type Follow struct {
+	// Location is the operation's absolute URL.
+	Location string `json:"location"`
+	// FirstPoll is when it is polled first; Deadline when following gives up (follow_timeout).
+	FirstPoll time.Time `json:"firstPoll"`
+	Deadline  time.Time `json:"deadline"`
+	// Scheduled says the follow task is stored.
+	Scheduled bool `json:"scheduled,omitempty"`
+}
+
+// Settled reports whether the request has its answer: it is answered from the record from then on.
+func (s *State) Settled() bool {
+	return s.Phase == Answered || s.Phase == Following || s.Phase == Final
+}
+
+// Entry is a State as read from the bucket, with the revision that a change must expect.
+type Entry struct {
+	State
+	Revision uint64
+}
+
+// Errors of the store. Any other error means the bucket could not be reached or did not answer:
+// a failure of the infrastructure, to retry later.
+var (
+	// ErrNotFound: the key has no record.
+	ErrNotFound = errors.New("state: no record")
+	// ErrConflict: the record changed since the revision given (someone else wrote it).
+	ErrConflict = errors.New("state: record changed meanwhile")
+)
+
+// Store reads and writes records. It is safe for concurrent use.
+type Store struct {
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	prefix  string // subject prefix of the bucket's keys
+	timeout time.Duration
+}
+
+// New returns a Store on the bucket kv. timeout bounds the wait for one write's acknowledgement.
+func New(js jetstream.JetStream, kv jetstream.KeyValue, timeout time.Duration) *Store {
+	return &Store{js: js, kv: kv, prefix: "$KV." + kv.Bucket() + ".", timeout: timeout}
+}
+
+// Key is the bucket key of the request (source, id): a hash, since ids may hold any character.
+func Key(source, id string) string {
+	h := sha256.New()
+	h.Write([]byte(source))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Get reads key's record.
+func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
+	kve, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Entry{}, ErrNotFound
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("read state: %w", err)
+	}
+	e := Entry{Revision: kve.Revision()}
+	if err := json.Unmarshal(kve.Value(), &e.State); err != nil || e.Phase == "" {
+		return Entry{}, fmt.Errorf("read state: unreadable record at revision %d: %v", e.Revision, err)
+	}
+	return e, nil
+}
+
+// Create writes key's first record; it fails with ErrConflict when key has one.
+func (s *Store) Create(ctx context.Context, key string, st State) (Entry, error) {
+	value, err := json.Marshal(&st)
+	if err != nil {
+		return Entry{}, err
+	}
+	// The usual case, a key never seen, costs one put expecting no message at all on the subject.
+	// KeyValue.Create also takes the place of a deleted or purged record.
+	rev, err := s.put(ctx, key, value, noEntry)
+	if isWrongLastSeq(err) {
+		rev, err = s.kv.Create(ctx, key, value)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Entry{}, ErrConflict
+		}
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("create state: %w", err)
+	}
+	return Entry{State: st, Revision: rev}, nil
+}
+
+// Update replaces key's record if it is still at revision rev; otherwise it fails with
+// ErrConflict.
+func (s *Store) Update(ctx context.Context, key string, st State, rev uint64) (Entry, error) {
+	value, err := json.Marshal(&st)
+	if err != nil {
+		return Entry{}, err
+	}
+	next, err := s.put(ctx, key, value, []string{strconv.FormatUint(rev, 10)})
+	if isWrongLastSeq(err) {
+		return Entry{}, ErrConflict
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("update state: %w", err)
+	}
+	return Entry{State: st, Revision: next}, nil
+}
+
+// noEntry is the expected last sequence of a key without any message.
+var noEntry = []string{"0"}
+
+// put stores value under key as KeyValue's Create and Update do, expecting the key's last
+// revision to be expected, and waits for the acknowledgement. It publishes asynchronously: for
+// the client that is about half the work of a synchronous publish.
+func (s *Store) put(ctx context.Context, key string, value []byte, expected []string) (revision uint64, err error) {
+	stored, err := s.js.PublishMsgAsync(&nats.Msg{Subject: s.prefix + key, Data: value,
+		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: expected}})
+	if err != nil {
+		return 0, err
+	}
+	timeout := time.NewTimer(s.timeout)
+	defer timeout.Stop()
+	select {
+	case ack := <-stored.Ok():
+		return ack.Sequence, nil
+	case err := <-stored.Err():
+		return 0, err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-timeout.C:
+		return 0, fmt.Errorf("no acknowledgement within %s", s.timeout)
+	}
+}
+
+// isWrongLastSeq reports whether err says the key's last revision is not the one expected (code
+// 10164 on replicated streams, 10071 otherwise).
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
