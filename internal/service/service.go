@@ -80,29 +80,6 @@ func (s *Service) HTTPURL() string { return s.httpURL }
 // Registry is the registry holding the service's metrics.
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
-// Topology derives the streams and consumer from the configuration. MaxDeliver leaves room above
-// MaxAttempts for deliveries spent waiting on another worker's lease or lost to publish failures
-// and shutdowns, so the handler, not the broker, decides when a request has failed. MaxAckPending
-// lets every worker of many replicas be busy while retries wait out their delays.
-func Topology(cfg config.Config) broker.Topology {
-	t := broker.Topology{
-		RequestStream: cfg.RequestStream, RequestSubject: cfg.RequestSubject,
-		ResultStream: cfg.ResultStream, ResultSubjectPrefix: cfg.ResultSubject,
-		DeadLetterStream: cfg.DeadLetterStrm, DeadLetterSubject: cfg.DeadLetter,
-		Consumer:      cfg.Consumer,
-		AckWait:       ackWait,
-		MaxDeliver:    cfg.MaxAttempts + 10,
-		MaxAckPending: max(1000, 20*cfg.Concurrency),
-		Replicas:      cfg.Replicas,
-	}
-	if cfg.Follow {
-		t.FollowStream, t.FollowSubject, t.FollowConsumer = cfg.FollowStream, cfg.FollowSubject, cfg.FollowConsumer
-		// One poll: an API call and its retry after a 401, and the final result's publish.
-		t.FollowAckWait = 2*cfg.HTTPTimeout + publishTimeout + 10*time.Second
-	}
-	return t
-}
-
 // Run serves until ctx is done, then shuts down in order: stop pulling, let in-flight requests
 // finish (each waits for its result's publish ack) within the grace period, drain the NATS
 // connection, stop the HTTP server, stop the embedded NATS server.
