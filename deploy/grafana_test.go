@@ -155,7 +155,7 @@ func TestDashboardStructure(t *testing.T) {
 // TestDashboardMetricsExist fails when a query names a series the service does not export (a
 // renamed or removed metric, a typo), or one the NATS exporter does not.
 func TestDashboardMetricsExist(t *testing.T) {
-	exported := exportedSeries(t)
+	exported := servedSeries(t)
 	for title, exprs := range dashboardExprs(readDashboard(t)) {
 		for _, expr := range exprs {
 			if unknown := unknownSeries(expr, exported); len(unknown) > 0 {
@@ -179,6 +179,9 @@ func TestDashboardCoversIssue(t *testing.T) {
 	}
 	for _, want := range []struct{ what, re string }{
 		{"request rate by status code", `sum by \(code\) \(rate\(cpcancel_api_requests_total`},
+		{"Cancel calls by status code", `sum by \(code\) \(rate\(cpcancel_api_requests_total\{[^}]*operation="cancel"`},
+		{"status polls by status code", `sum by \(code\) \(rate\(cpcancel_api_requests_total\{[^}]*operation="status"`},
+		{"error ratio by operation", `sum by \(operation\) \(rate\(cpcancel_api_requests_total\{[^}]*code=~"5\.\.\|408\|429\|error"`},
 		{"results by outcome", `sum by \(outcome\) \(rate\(cpcancel_results_total`},
 		{"error ratio", `cpcancel_api_requests_total\{[^}]*code=~"5\.\.\|408\|429\|error"`},
 		{"API latency p50", `histogram_quantile\(0\.5, sum by \(le\) \(rate\(cpcancel_api_request_duration_seconds_bucket`},

@@ -2,10 +2,15 @@ package deploy
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cpcancel/cpcancel/internal/metrics"
 )
 
 type ruleFile struct {
@@ -69,10 +74,34 @@ func runbookAnchors(t *testing.T) map[string]bool {
 	return anchors
 }
 
+// servedSeries is exportedSeries plus the stream storage series, which the service registers
+// apart from metrics.New (metrics.RegisterStorage, once it is connected to JetStream).
+func servedSeries(t *testing.T) map[string]bool {
+	t.Helper()
+	series := exportedSeries(t)
+	reg := prometheus.NewRegistry()
+	metrics.RegisterStorage(reg, func(context.Context) ([]metrics.StreamUsage, error) {
+		return []metrics.StreamUsage{{Stream: "CPCANCEL_REQUESTS", Bytes: 1, MaxBytes: 2, Messages: 1}}, nil
+	})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		series[f.GetName()] = true
+	}
+	for _, must := range []string{"cpcancel_stream_bytes", "cpcancel_stream_max_bytes", "cpcancel_stream_messages", "cpcancel_stream_usage_errors_total"} {
+		if !series[must] {
+			t.Fatalf("storage series lack %s: metrics.RegisterStorage changed shape, fix servedSeries", must)
+		}
+	}
+	return series
+}
+
 // TestAlertRules checks what promtool does not: every alert is routable and actionable, and
 // names only series that exist.
 func TestAlertRules(t *testing.T) {
-	exported := exportedSeries(t)
+	exported := servedSeries(t)
 	anchors := runbookAnchors(t)
 	seen := map[string]bool{}
 	for _, a := range readAlerts(t) {
@@ -97,6 +126,21 @@ func TestAlertRules(t *testing.T) {
 		}
 		if unknown := unknownSeries(a.Expr, exported); len(unknown) > 0 {
 			t.Errorf("%s: %v not exported, in %s", a.Alert, unknown, a.Expr)
+		}
+	}
+}
+
+var apiRequestsSelectorRE = regexp.MustCompile(`cpcancel_api_requests_total(\{[^}]*\})?`)
+
+// TestAlertRulesCancelOnly checks the alerts on API calls count Cancel POSTs only: status polls,
+// which can outnumber them many times over, would hide a POST outage in the error ratio, and a
+// poll answered 401 or 403 is not what the credential alerts are about.
+func TestAlertRulesCancelOnly(t *testing.T) {
+	for _, a := range readAlerts(t) {
+		for _, sel := range apiRequestsSelectorRE.FindAllStringSubmatch(a.Expr, -1) {
+			if !strings.Contains(sel[1], `operation="cancel"`) {
+				t.Errorf("%s: %s counts every operation, want operation=\"cancel\"", a.Alert, sel[0])
+			}
 		}
 	}
 }
