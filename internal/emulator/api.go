@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -76,7 +77,7 @@ func faultReply(status int) reply {
 func (e *Emulator) authorize(r *http.Request) (reply, bool) {
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	token = strings.TrimSpace(token)
-	if want := *e.token.Load(); !strings.EqualFold(scheme, "Bearer") || token == "" || (want != "" && token != want) {
+	if want := *e.tokens.Load(); !strings.EqualFold(scheme, "Bearer") || token == "" || (len(want) > 0 && !slices.Contains(want, token)) {
 		rep := errorReply(http.StatusUnauthorized, "Unauthorized", "Authentication failed: the bearer token is missing or invalid.")
 		rep.header = header{"Www-Authenticate", "Bearer"}
 		return rep, false

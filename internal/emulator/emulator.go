@@ -44,7 +44,7 @@ type Options struct {
 // Emulator is an in-memory Cloud Partner Portal cancel API. It is an http.Handler, safe for
 // concurrent use; see the package documentation for the scenarios it plays.
 type Emulator struct {
-	token      atomic.Pointer[string] // SetToken replaces it
+	tokens     atomic.Pointer[[]string] // SetToken replaces them
 	latency    atomic.Int64           // a time.Duration; SetLatency replaces it
 	opDuration time.Duration
 	log        *slog.Logger
@@ -131,9 +131,16 @@ func (e *Emulator) Inject(faults ...Fault) {
 }
 
 // SetToken replaces the bearer token required from now on (Options.Token): requests with the old
-// one get 401, as after a credential rotation. Empty accepts any non-empty bearer token.
-func (e *Emulator) SetToken(token string) {
-	e.token.Store(&token)
+// one get 401, as after a credential rotation. More tokens accept any of them, as while a rotated
+// secret is being distributed; none, or only empty ones, accept any non-empty bearer token.
+func (e *Emulator) SetToken(tokens ...string) {
+	var keep []string
+	for _, t := range tokens {
+		if t != "" {
+			keep = append(keep, t)
+		}
+	}
+	e.tokens.Store(&keep)
 }
 
 // SetLatency replaces the latency added to every API answer from now on (Options.Latency);

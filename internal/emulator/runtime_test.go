@@ -12,6 +12,14 @@ func TestSetTokenRotates(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("old token before rotation: status %d (%s), want 200", resp.StatusCode, body)
 	}
+	e.SetToken(testToken, "rotated-token") // both, while the new one is distributed
+	for _, tok := range []string{testToken, "rotated-token"} {
+		req := newCancel(t, srv, "contoso", "sync-both")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if resp, body = mustSend(t, srv, req); resp.StatusCode != 200 {
+			t.Errorf("token %s while both are accepted: status %d (%s), want 200", tok, resp.StatusCode, body)
+		}
+	}
 	e.SetToken("rotated-token")
 	resp, body = mustSend(t, srv, newCancel(t, srv, "contoso", "sync-b"))
 	checkError(t, resp, body, 401, "Unauthorized")

@@ -185,31 +185,18 @@ func (p *Process) running() bool {
 }
 
 // Kill sends SIGKILL and waits for the process to exit: no clean shutdown, as in a crash.
-func (p *Process) Kill(t testing.TB) {
-	t.Helper()
-	if err := p.stop(syscall.SIGKILL, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-}
+func (p *Process) Kill() error { return p.stop(syscall.SIGKILL, 10*time.Second) }
 
 // Stop sends SIGTERM and waits for a clean shutdown (at most 15s, then SIGKILL).
-func (p *Process) Stop(t testing.TB) {
-	t.Helper()
-	if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
-		t.Fatal(err)
-	}
-}
+func (p *Process) Stop() error { return p.stop(syscall.SIGTERM, 15*time.Second) }
 
 // Restart starts the server again on the same port with the same store, stopping it first
 // (SIGTERM) if it is running, and waits until it accepts connections.
-func (p *Process) Restart(t testing.TB) {
-	t.Helper()
-	if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
-		t.Fatal(err)
+func (p *Process) Restart() error {
+	if err := p.Stop(); err != nil {
+		return err
 	}
-	if err := p.start(); err != nil {
-		t.Fatal(err)
-	}
+	return p.start()
 }
 
 // DenyPublish replaces the subjects that clients connecting without credentials (URL) may not
@@ -217,12 +204,7 @@ func (p *Process) Restart(t testing.TB) {
 // effect: a way to make part of JetStream unavailable to a client and give it back, without a
 // restart. A denied publish is dropped with a permissions error, so a JetStream request to such a
 // subject times out. No subjects lifts the restriction. The list also holds across restarts.
-func (p *Process) DenyPublish(t testing.TB, subjects ...string) {
-	t.Helper()
-	if err := p.denyPublish(subjects); err != nil {
-		t.Fatal(err)
-	}
-}
+func (p *Process) DenyPublish(subjects ...string) error { return p.denyPublish(subjects) }
 
 func (p *Process) denyPublish(subjects []string) error {
 	p.mu.Lock()

@@ -32,6 +32,13 @@ func connect(t *testing.T, url string) jetstream.JetStream {
 	return js
 }
 
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func publish(js jetstream.JetStream, subject string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -69,11 +76,11 @@ func TestProcessKillRestartDeny(t *testing.T) {
 		t.Fatalf("publish before the kill: %v", err)
 	}
 
-	p.Kill(t)
+	must(t, p.Kill())
 	if p.Running() {
 		t.Fatal("Running() after Kill")
 	}
-	p.Restart(t)
+	must(t, p.Restart())
 	if err := publish(client, "s.b", 10*time.Second); err != nil {
 		t.Fatalf("publish after the restart (same port, reconnected): %v", err)
 	}
@@ -81,7 +88,7 @@ func TestProcessKillRestartDeny(t *testing.T) {
 		t.Fatalf("stream holds %d messages after SIGKILL and restart, want 2 (same store)", n)
 	}
 
-	p.DenyPublish(t, "s.denied.>")
+	must(t, p.DenyPublish("s.denied.>"))
 	if err := publish(client, "s.denied.x", 500*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 		t.Errorf("publish to a denied subject: %v, want a timeout", err)
 	}
@@ -91,12 +98,12 @@ func TestProcessKillRestartDeny(t *testing.T) {
 	if err := publish(admin, "s.denied.y", 5*time.Second); err != nil {
 		t.Errorf("admin publish to a denied subject: %v", err)
 	}
-	p.Stop(t)
-	p.Restart(t) // the restriction survives a restart
+	must(t, p.Stop())
+	must(t, p.Restart()) // the restriction survives a restart
 	if err := publish(client, "s.denied.z", 500*time.Millisecond); err == nil {
 		t.Error("publish to a denied subject after a restart succeeded")
 	}
-	p.DenyPublish(t)
+	must(t, p.DenyPublish())
 	if err := publish(client, "s.denied.w", 5*time.Second); err != nil {
 		t.Errorf("publish after lifting the restriction: %v", err)
 	}
