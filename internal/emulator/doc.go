@@ -14,9 +14,9 @@
 // A cancel request is checked in this order; the first failing check answers:
 //
 //  1. Authorization: "Bearer <token>" missing or malformed, or not the token when one is set
-//     (Options.Token, replaced at run time by SetToken, as a credential rotation does, which may
-//     accept the old and the new token for a while): 401
-//     "Unauthorized" with WWW-Authenticate: Bearer.
+//     (Options.Token, replaced at run time by SetToken as a credential rotation does, which may
+//     accept the old and the new token for a while): 401 "Unauthorized" with WWW-Authenticate:
+//     Bearer.
 //  2. Faults: the first queued Fault, else a random one drawn from Rates (see below).
 //  3. api-version missing or not 2017-10-31: 400 "InvalidApiVersion".
 //  4. Content-Type not application/json, body over 64 KiB (413 "RequestEntityTooLarge"), body

@@ -45,7 +45,7 @@ type Options struct {
 // concurrent use; see the package documentation for the scenarios it plays.
 type Emulator struct {
 	tokens     atomic.Pointer[[]string] // SetToken replaces them
-	latency    atomic.Int64           // a time.Duration; SetLatency replaces it
+	latency    atomic.Int64             // a time.Duration; SetLatency replaces it
 	opDuration time.Duration
 	log        *slog.Logger
 	maxCalls   int
