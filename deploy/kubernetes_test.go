@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cpcancel/cpcancel/internal/broker"
 	"github.com/cpcancel/cpcancel/internal/config"
-	"github.com/cpcancel/cpcancel/internal/idempotency"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/service"
 )
@@ -262,6 +263,8 @@ type nackStream struct {
 		Storage         string   `yaml:"storage"`
 		Replicas        int      `yaml:"replicas"`
 		MaxAge          string   `yaml:"maxAge"`
+		MaxBytes        int64    `yaml:"maxBytes"`
+		Discard         string   `yaml:"discard"`
 		DuplicateWindow string   `yaml:"duplicateWindow"`
 	} `yaml:"spec"`
 }
@@ -286,6 +289,7 @@ type nackKeyValue struct {
 		Description    string `yaml:"description"`
 		History        int    `yaml:"history"`
 		TTL            string `yaml:"ttl"`
+		MaxBytes       int64  `yaml:"maxBytes"`
 		Storage        string `yaml:"storage"`
 		Replicas       int    `yaml:"replicas"`
 		LimitMarkerTTL int64  `yaml:"limitMarkerTtl"` // nanoseconds: NACK maps it to a time.Duration
@@ -354,15 +358,8 @@ func TestKubernetes(t *testing.T) {
 		if cfg.NATSURL == "" {
 			t.Error("no NATS_URL: the service would start an embedded server")
 		}
-		// SIGTERM: in-flight work gets CPCANCEL_SHUTDOWN_TIMEOUT, then the NATS drain up to 10s
-		// and the HTTP server's shutdown up to 5s (internal/service). The kubelet must wait for
-		// all of it.
-		grace := 30 * time.Second // Kubernetes' default
-		if pod.TerminationGracePeriodSeconds != nil {
-			grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
-		}
-		if need := cfg.ShutdownTimeout + 15*time.Second; grace < need {
-			t.Errorf("terminationGracePeriodSeconds is %s, want at least %s (CPCANCEL_SHUTDOWN_TIMEOUT %s + 15s)", grace, need, cfg.ShutdownTimeout)
+		for _, p := range shutdownProblems(cfg, env, pod.TerminationGracePeriodSeconds) {
+			t.Error(p)
 		}
 	})
 
@@ -553,13 +550,88 @@ func TestPrometheusRule(t *testing.T) {
 	}
 }
 
+// shutdownProblems checks the timeouts of a pod's shutdown, as the Deployment sets them (env)
+// or else as the service defaults them (cfg). On SIGTERM in-flight work gets
+// CPCANCEL_SHUTDOWN_TIMEOUT, which must cover one API call (CPCANCEL_HTTP_TIMEOUT) and storing its
+// result; then come the NATS drain (up to 10s) and the HTTP server's shutdown (up to 5s)
+// (internal/service). The kubelet must wait for all of it.
+func shutdownProblems(cfg config.Config, env map[string]string, graceSeconds *int) []string {
+	from := func(name string) string {
+		if _, set := env[name]; set {
+			return "set in the Deployment"
+		}
+		return "the default"
+	}
+	var problems []string
+	if need := cfg.HTTPTimeout + 2*config.PublishTimeout; cfg.ShutdownTimeout < need {
+		problems = append(problems, fmt.Sprintf("CPCANCEL_SHUTDOWN_TIMEOUT %s (%s) does not cover one API call of CPCANCEL_HTTP_TIMEOUT %s (%s) and storing its result: want at least %s",
+			cfg.ShutdownTimeout, from("CPCANCEL_SHUTDOWN_TIMEOUT"), cfg.HTTPTimeout, from("CPCANCEL_HTTP_TIMEOUT"), need))
+	}
+	grace := 30 * time.Second // Kubernetes' default
+	if graceSeconds != nil {
+		grace = time.Duration(*graceSeconds) * time.Second
+	}
+	if need := cfg.ShutdownTimeout + 15*time.Second; grace < need {
+		problems = append(problems, fmt.Sprintf("terminationGracePeriodSeconds is %s, want at least %s (CPCANCEL_SHUTDOWN_TIMEOUT %s, %s, + 15s)",
+			grace, need, cfg.ShutdownTimeout, from("CPCANCEL_SHUTDOWN_TIMEOUT")))
+	}
+	return problems
+}
+
+// TestShutdownProblems checks the check of the Deployment's shutdown timing against Deployments
+// that get it wrong.
+func TestShutdownProblems(t *testing.T) {
+	seconds := func(n int) *int { return &n }
+	tests := []struct {
+		name  string
+		env   map[string]string
+		grace *int
+		want  []string
+	}{
+		{"defaults", nil, seconds(60), nil},
+		{"Kubernetes' default grace period", nil, nil, []string{
+			"terminationGracePeriodSeconds is 30s, want at least 1m0s (CPCANCEL_SHUTDOWN_TIMEOUT 45s, the default, + 15s)",
+		}},
+		{"a shorter shutdown timeout", map[string]string{"CPCANCEL_SHUTDOWN_TIMEOUT": "30s"}, seconds(45), []string{
+			"CPCANCEL_SHUTDOWN_TIMEOUT 30s (set in the Deployment) does not cover one API call of CPCANCEL_HTTP_TIMEOUT 30s (the default) and storing its result: want at least 40s",
+		}},
+		{"a longer API timeout", map[string]string{"CPCANCEL_HTTP_TIMEOUT": "1m"}, seconds(60), []string{
+			"CPCANCEL_SHUTDOWN_TIMEOUT 45s (the default) does not cover one API call of CPCANCEL_HTTP_TIMEOUT 1m0s (set in the Deployment) and storing its result: want at least 1m10s",
+		}},
+		{"both longer", map[string]string{"CPCANCEL_HTTP_TIMEOUT": "1m", "CPCANCEL_SHUTDOWN_TIMEOUT": "70s"}, seconds(80), []string{
+			"terminationGracePeriodSeconds is 1m20s, want at least 1m25s (CPCANCEL_SHUTDOWN_TIMEOUT 1m10s, set in the Deployment, + 15s)",
+		}},
+		{"both longer, and grace", map[string]string{"CPCANCEL_HTTP_TIMEOUT": "1m", "CPCANCEL_SHUTDOWN_TIMEOUT": "70s"}, seconds(85), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := shutdownProblems(defaultConfig(t, tt.env), tt.env, tt.grace)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("shutdownProblems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
 // testNACK compares the NACK resources with what the service provisions itself for the same
 // configuration, so that binding to them (CPCANCEL_PROVISION=false) behaves the same.
 func testNACK(t *testing.T, ms []manifest, cfg config.Config) {
 	topo := service.Topology(cfg)
+	retention := map[jetstream.RetentionPolicy]string{
+		jetstream.LimitsPolicy: "limits", jetstream.InterestPolicy: "interest", jetstream.WorkQueuePolicy: "workqueue",
+	}
+	storage := map[jetstream.StorageType]string{jetstream.FileStorage: "file", jetstream.MemoryStorage: "memory"}
+	discard := map[jetstream.DiscardPolicy]string{jetstream.DiscardOld: "old", jetstream.DiscardNew: "new"}
+	deliver := map[jetstream.DeliverPolicy]string{jetstream.DeliverAllPolicy: "all", jetstream.DeliverNewPolicy: "new", jetstream.DeliverLastPolicy: "last"}
+	ack := map[jetstream.AckPolicy]string{jetstream.AckExplicitPolicy: "explicit", jetstream.AckAllPolicy: "all", jetstream.AckNonePolicy: "none"}
+	type field struct {
+		name      string
+		got, want any
+	}
 
+	nackStreams := all[nackStream](t, ms, "Stream")
 	streams := map[string]nackStream{}
-	for _, s := range all[nackStream](t, ms, "Stream") {
+	for _, s := range nackStreams {
 		streams[s.Spec.Name] = s
 	}
 	if len(streams) != len(topo.Streams()) {
@@ -572,20 +644,20 @@ func testNACK(t *testing.T, ms []manifest, cfg config.Config) {
 			continue
 		}
 		s := got.Spec
-		check := func(field string, have, provisioned any) {
-			t.Helper()
-			if have != provisioned {
-				t.Errorf("Stream %s: %s = %v, the service provisions %v", want.Name, field, have, provisioned)
+		for _, f := range []field{
+			{"description", s.Description, want.Description},
+			{"subjects", strings.Join(s.Subjects, ","), strings.Join(want.Subjects, ",")},
+			{"retention", s.Retention, retention[want.Retention]},
+			{"storage", s.Storage, storage[want.Storage]},
+			{"maxAge", parseDuration(t, s.MaxAge), want.MaxAge},
+			{"maxBytes", s.MaxBytes, want.MaxBytes},
+			{"discard", s.Discard, discard[want.Discard]},
+			{"duplicateWindow", parseDuration(t, s.DuplicateWindow), want.Duplicates},
+		} {
+			if f.got != f.want {
+				t.Errorf("Stream %s: %s = %v, the service provisions %v", want.Name, f.name, f.got, f.want)
 			}
 		}
-		check("description", s.Description, want.Description)
-		check("subjects", strings.Join(s.Subjects, ","), strings.Join(want.Subjects, ","))
-		check("retention", s.Retention, map[jetstream.RetentionPolicy]string{
-			jetstream.LimitsPolicy: "limits", jetstream.InterestPolicy: "interest", jetstream.WorkQueuePolicy: "workqueue",
-		}[want.Retention])
-		check("storage", s.Storage, map[jetstream.StorageType]string{jetstream.FileStorage: "file", jetstream.MemoryStorage: "memory"}[want.Storage])
-		check("maxAge", parseDuration(t, s.MaxAge), want.MaxAge)
-		check("duplicateWindow", parseDuration(t, s.DuplicateWindow), want.Duplicates)
 		if s.Replicas < 1 {
 			t.Errorf("Stream %s: replicas %d", s.Name, s.Replicas)
 		}
@@ -594,59 +666,93 @@ func testNACK(t *testing.T, ms []manifest, cfg config.Config) {
 	var cons nackConsumer
 	only(t, ms, "Consumer", &cons)
 	c, want := cons.Spec, topo.ConsumerConfig()
-	for _, f := range []struct {
-		field     string
-		got, want any
-	}{
+	for _, f := range []field{
 		{"streamName", c.StreamName, cfg.RequestStream},
 		{"durableName", c.DurableName, want.Durable},
 		{"description", c.Description, want.Description},
 		{"filterSubject", c.FilterSubject, want.FilterSubject},
-		{"deliverPolicy", c.DeliverPolicy, map[jetstream.DeliverPolicy]string{jetstream.DeliverAllPolicy: "all", jetstream.DeliverNewPolicy: "new", jetstream.DeliverLastPolicy: "last"}[want.DeliverPolicy]},
-		{"ackPolicy", c.AckPolicy, map[jetstream.AckPolicy]string{jetstream.AckExplicitPolicy: "explicit", jetstream.AckAllPolicy: "all", jetstream.AckNonePolicy: "none"}[want.AckPolicy]},
+		{"deliverPolicy", c.DeliverPolicy, deliver[want.DeliverPolicy]},
+		{"ackPolicy", c.AckPolicy, ack[want.AckPolicy]},
 		{"ackWait", parseDuration(t, c.AckWait), want.AckWait},
 		{"maxDeliver", c.MaxDeliver, want.MaxDeliver},
 		{"maxAckPending", c.MaxAckPending, want.MaxAckPending},
 	} {
 		if f.got != f.want {
-			t.Errorf("Consumer: %s = %v, the service provisions %v", f.field, f.got, f.want)
+			t.Errorf("Consumer: %s = %v, the service provisions %v", f.name, f.got, f.want)
 		}
 	}
 
-	// The idempotency bucket's settings live in internal/idempotency: create it on a real server
-	// and read them back.
 	var kv nackKeyValue
 	only(t, ms, "KeyValue", &kv)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, js := natstest.Start(t).Connect(t)
-	if _, err := idempotency.Open(ctx, js, idempotency.Config{Bucket: cfg.IdempotencyKV, TTL: cfg.IdempotencyTTL, Lease: time.Minute, Provision: true}); err != nil {
-		t.Fatal(err)
-	}
-	bucket, err := js.KeyValue(ctx, cfg.IdempotencyKV)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := bucket.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	provisioned := st.Config()
-	k := kv.Spec
-	for _, f := range []struct {
-		field     string
-		got, want any
-	}{
-		{"bucket", k.Bucket, provisioned.Bucket},
-		{"description", k.Description, provisioned.Description},
-		{"history", k.History, int(provisioned.History)},
-		{"ttl", parseDuration(t, k.TTL), provisioned.TTL},
-		{"storage", k.Storage, map[jetstream.StorageType]string{jetstream.FileStorage: "file", jetstream.MemoryStorage: "memory"}[provisioned.Storage]},
-		{"limitMarkerTtl", time.Duration(k.LimitMarkerTTL), st.LimitMarkerTTL()},
+	k, bucket := kv.Spec, topo.BucketConfig()
+	for _, f := range []field{
+		{"bucket", k.Bucket, bucket.Bucket},
+		{"description", k.Description, bucket.Description},
+		{"history", k.History, int(bucket.History)},
+		{"ttl", parseDuration(t, k.TTL), bucket.TTL},
+		{"maxBytes", k.MaxBytes, bucket.MaxBytes},
+		{"storage", k.Storage, storage[bucket.Storage]},
+		{"limitMarkerTtl", time.Duration(k.LimitMarkerTTL), bucket.LimitMarkerTTL},
 	} {
 		if f.got != f.want {
-			t.Errorf("KeyValue: %s = %v, the service provisions %v", f.field, f.got, f.want)
+			t.Errorf("KeyValue: %s = %v, the service provisions %v", f.name, f.got, f.want)
 		}
+	}
+	if k.Replicas < 1 {
+		t.Errorf("KeyValue: replicas %d", k.Replicas)
+	}
+
+	t.Run("Bind", func(t *testing.T) { testNACKBind(t, nackStreams, cons, kv, topo) })
+}
+
+// testNACKBind creates what the NACK resources describe on a real server (with one replica) and
+// binds to it as the service does with CPCANCEL_PROVISION=false: the service must accept it.
+func testNACKBind(t *testing.T, streams []nackStream, cons nackConsumer, kv nackKeyValue, topo broker.Topology) {
+	srv := natstest.Start(t)
+	var total int64
+	for _, s := range streams {
+		total += s.Spec.MaxBytes
+	}
+	if room := srv.JetStreamConfig().MaxStore; room < total+kv.Spec.MaxBytes {
+		t.Skipf("the test server's store has room for %d bytes, the resources reserve %d", room, total+kv.Spec.MaxBytes)
+	}
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	retention := map[string]jetstream.RetentionPolicy{"limits": jetstream.LimitsPolicy, "interest": jetstream.InterestPolicy, "workqueue": jetstream.WorkQueuePolicy}
+	storage := map[string]jetstream.StorageType{"file": jetstream.FileStorage, "memory": jetstream.MemoryStorage}
+	discard := map[string]jetstream.DiscardPolicy{"": jetstream.DiscardOld, "old": jetstream.DiscardOld, "new": jetstream.DiscardNew}
+	for _, s := range streams {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: s.Spec.Name, Description: s.Spec.Description, Subjects: s.Spec.Subjects,
+			Retention: retention[s.Spec.Retention], Storage: storage[s.Spec.Storage], Replicas: 1,
+			MaxAge: parseDuration(t, s.Spec.MaxAge), MaxBytes: s.Spec.MaxBytes, Discard: discard[s.Spec.Discard],
+			Duplicates: parseDuration(t, s.Spec.DuplicateWindow),
+		})
+		if err != nil {
+			t.Fatalf("Stream %s: %v", s.Spec.Name, err)
+		}
+	}
+	c := cons.Spec
+	_, err := js.CreateConsumer(ctx, c.StreamName, jetstream.ConsumerConfig{
+		Durable: c.DurableName, Description: c.Description, FilterSubject: c.FilterSubject,
+		DeliverPolicy: map[string]jetstream.DeliverPolicy{"all": jetstream.DeliverAllPolicy, "new": jetstream.DeliverNewPolicy, "last": jetstream.DeliverLastPolicy}[c.DeliverPolicy],
+		AckPolicy:     map[string]jetstream.AckPolicy{"explicit": jetstream.AckExplicitPolicy, "all": jetstream.AckAllPolicy, "none": jetstream.AckNonePolicy}[c.AckPolicy],
+		AckWait:       parseDuration(t, c.AckWait), MaxDeliver: c.MaxDeliver, MaxAckPending: c.MaxAckPending,
+	})
+	if err != nil {
+		t.Fatalf("Consumer %s: %v", c.DurableName, err)
+	}
+	k := kv.Spec
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: k.Bucket, Description: k.Description, History: uint8(k.History), TTL: parseDuration(t, k.TTL),
+		MaxBytes: k.MaxBytes, Storage: storage[k.Storage], Replicas: 1, LimitMarkerTTL: time.Duration(k.LimitMarkerTTL),
+	})
+	if err != nil {
+		t.Fatalf("KeyValue %s: %v", k.Bucket, err)
+	}
+	if _, err := broker.Bind(ctx, js, topo); err != nil {
+		t.Errorf("the service would refuse the NACK resources:\n%v", err)
 	}
 }
 
