@@ -198,6 +198,7 @@ func TestDashboardCoversIssue(t *testing.T) {
 		{"heap", `go_memstats_heap_\w+_bytes`},
 		{"GC", `go_gc_duration_seconds`},
 		{"build info", `cpcancel_build_info`},
+		{"storage used (% of max)", `cpcancel_stream_bytes\{[^}]*\} / \(cpcancel_stream_max_bytes\{[^}]*\} > 0\)`},
 	} {
 		if !regexp.MustCompile(want.re).MatchString(all.String()) {
 			t.Errorf("no panel for %s (no query matching %s)", want.what, want.re)
