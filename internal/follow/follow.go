@@ -1,6 +1,17 @@
-// Package follow tracks a cancellation the API accepted (202) until its operation ends, then
-// publishes the request's final result. Each poll is a JetStream message handed back with a
-// delay, so following survives restarts and spreads across replicas.
+// Package follow follows the operation of a cancellation the API accepted (202) until it ends,
+// then publishes the request's final result.
+//
+// The request's record (package state) is the truth: the request handler settles it as following,
+// with the operation's location, first poll and deadline, and schedules one follow task, a
+// JetStream message naming only the request's key and the location. Decide reads the record for
+// every delivery of a task and hands the task back (Nak with a delay) until the operation ends or
+// the deadline passes. The final result is written into the record before it is published, so a
+// request gets at most one final result however many tasks name it, and a finished request is
+// never polled again. Each operation has a poll record of its own in the same bucket, claimed by
+// compare-and-set, so that it is polled at most once per Interval however many requests wait on it.
+//
+// Tasks are untrusted: one that does not match its request's record (no record, not following,
+// another location) is dead-lettered and does nothing else.
 package follow
 
 import (
@@ -9,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -19,196 +31,419 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/results"
+	"github.com/cpcancel/cpcancel/internal/state"
+	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
-// Error codes of final failed results.
+// Error codes of final failed results set by the follower; a permanent poll error passes its own
+// code through (such as cloudpartner.CodeLocationNotFollowed).
 const (
 	CodeOperationFailed = "operation_failed"
 	CodeTimeout         = "follow_timeout"
 )
 
-// Poller reads an operation; *cloudpartner.Client satisfies it. Safe for concurrent use.
+const (
+	// maxTask bounds a follow task's body.
+	maxTask = 4 << 10
+	// maxBackoff caps the delay before retrying after a failure of NATS.
+	maxBackoff = time.Minute
+	// reasonMismatch is the dead-letter reason of a task that its request's record does not back.
+	reasonMismatch = "follow task does not match the request's state"
+)
+
+// Poller reads operations; *cloudpartner.Client satisfies it. Its errors should be
+// *cloudpartner.Error: a permanent one ends following with a failed final result, anything else
+// is retried until the deadline. A Poller that also has SameOrigin(location) bool (as the client
+// does) is asked first, and a location it refuses is not handed to Operation at all. It must be
+// safe for concurrent use.
 type Poller interface {
 	Operation(ctx context.Context, location string) (cloudpartner.Operation, error)
 }
 
-// Publisher stores a message and waits for JetStream's acknowledgement; jetstream.JetStream
-// satisfies it. Safe for concurrent use.
-type Publisher interface {
+// originChecker is the optional up-front origin check of a Poller.
+type originChecker interface {
+	SameOrigin(location string) bool
+}
+
+var (
+	_ Poller        = (*cloudpartner.Client)(nil)
+	_ originChecker = (*cloudpartner.Client)(nil)
+)
+
+// JetStreamPublisher stores a message and waits for JetStream's acknowledgement; jetstream.JetStream
+// satisfies it. It must be safe for concurrent use.
+type JetStreamPublisher interface {
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
-
-// Recorder counts stored results; *metrics.Metrics satisfies it.
-type Recorder interface {
-	ResultStored(outcome string)
-}
-
-var _ Poller = (*cloudpartner.Client)(nil)
 
 // Config configures a Follower.
 type Config struct {
 	// Subject carries the follow tasks (CPCANCEL_FOLLOW_SUBJECT).
 	Subject string
-	// Source, ResultSubjectPrefix and Mode are as for the first results.
-	Source              string
-	ResultSubjectPrefix string
-	Mode                cenats.Mode
-	// Interval between two polls of one operation (CPCANCEL_FOLLOW_INTERVAL).
+	// Source is the CloudEvents source of results (CPCANCEL_SOURCE).
+	Source string
+	// Interval is the least time between two polls of one operation (CPCANCEL_FOLLOW_INTERVAL).
 	Interval time.Duration
-	// Timeout after which a still-running operation is reported failed (CPCANCEL_FOLLOW_TIMEOUT).
+	// Timeout is CPCANCEL_FOLLOW_TIMEOUT, named in follow_timeout results; the deadline itself
+	// is in each request's record.
 	Timeout time.Duration
-	// PublishTimeout bounds one publish.
+	// PublishTimeout bounds the wait for a task's acknowledgement in Schedule.
 	PublishTimeout time.Duration
-	Logger         *slog.Logger
+	// Logger; nil discards.
+	Logger *slog.Logger
 }
 
-// Follower schedules and runs follow tasks. Its methods may be called concurrently.
+// Follower schedules follow tasks and decides what becomes of each delivery of one. Its methods
+// may be called concurrently, from any number of processes sharing the bucket and streams.
 type Follower struct {
-	cfg Config
-	api Poller
-	pub Publisher
-	rec Recorder
-	log *slog.Logger
+	cfg   Config
+	api   Poller
+	store *state.Store
+	js    JetStreamPublisher
+	out   *results.Publisher
+	log   *slog.Logger
 }
 
-// New returns a Follower.
-func New(cfg Config, api Poller, pub Publisher, rec Recorder) *Follower {
+// New returns a Follower polling through api, reading and writing records in store, scheduling
+// tasks through js and storing final results and dead letters through out.
+func New(cfg Config, api Poller, store *state.Store, js JetStreamPublisher, out *results.Publisher) *Follower {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Follower{cfg: cfg, api: api, pub: pub, rec: rec, log: log}
+	return &Follower{cfg: cfg, api: api, store: store, js: js, out: out, log: log}
 }
 
-// task is the body of a follow message.
+// task is the body of a follow message: which request, and which operation it expects to follow.
 type task struct {
-	RequestID     string    `json:"requestId"`
-	RequestSource string    `json:"requestSource"`
-	PublisherID   string    `json:"publisherId"`
-	OfferID       string    `json:"offerId"`
-	Location      string    `json:"location"`
-	OperationID   string    `json:"operationId,omitempty"`
-	TraceParent   string    `json:"traceparent,omitempty"`
-	TraceState    string    `json:"tracestate,omitempty"`
-	Deadline      time.Time `json:"deadline"`
+	Key      string `json:"key"`
+	Location string `json:"location"`
 }
 
-// Start schedules following the operation of a cancelling result. Calling it again for the same
-// result inside the follow stream's duplicate window schedules nothing more.
-func (f *Follower) Start(ctx context.Context, result *event.Event) error {
-	var d cancelevent.ResultData
-	if err := json.Unmarshal(result.Data(), &d); err != nil {
-		return fmt.Errorf("follow: read result: %w", err)
-	}
-	if d.Location == "" {
-		return nil // nothing to follow: the API named no operation
-	}
-	t := task{RequestID: d.RequestID, RequestSource: d.RequestSource, PublisherID: d.PublisherID, OfferID: d.OfferID,
-		Location: d.Location, OperationID: d.OperationID, Deadline: time.Now().Add(f.cfg.Timeout).UTC()}
-	t.TraceParent, _ = result.Extensions()["traceparent"].(string)
-	t.TraceState, _ = result.Extensions()["tracestate"].(string)
-	body, err := json.Marshal(t)
+// Schedule stores the follow task of the request key (its record must already say following, at
+// location) and waits for JetStream's acknowledgement. The task's Nats-Msg-Id is "follow:"+key:
+// scheduling again inside the follow stream's duplicate window stores nothing more, and a task
+// stored twice later still yields one final result.
+func (f *Follower) Schedule(ctx context.Context, key, location string) error {
+	body, err := json.Marshal(task{Key: key, Location: location})
 	if err != nil {
 		return err
 	}
+	if _, err := parseTask(body); err != nil {
+		return fmt.Errorf("follow: schedule: %w", err)
+	}
 	pctx, cancel := context.WithTimeout(ctx, f.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := f.pub.PublishMsg(pctx, &nats.Msg{Subject: f.cfg.Subject, Data: body}, jetstream.WithMsgID("follow:"+result.ID())); err != nil {
+	msg := &nats.Msg{Subject: f.cfg.Subject, Data: body}
+	if _, err := f.js.PublishMsg(pctx, msg, jetstream.WithMsgID("follow:"+key)); err != nil {
 		return fmt.Errorf("follow: schedule: %w", err)
 	}
 	return nil
 }
 
-// Handle polls the operation of one follow task and settles the message: Ack once the final
-// result is stored, NakWithDelay to poll again, TermWithReason for an unreadable task.
-func (f *Follower) Handle(ctx context.Context, msg jetstream.Msg) {
+// Decide works out what becomes of one delivery of a follow task, for the worker pool to settle:
+//   - Term, after dead-lettering it, for a task that is unreadable or that the request's record
+//     does not back (no record, not following, another location): nothing is fetched or published;
+//   - Ack once the request's final result is stored and marked in its record;
+//   - Nak with the delay until the next step is due: the first poll, the operation's next poll,
+//     or a retry after a failure of NATS (exponential backoff on the delivery count, capped at
+//     a minute) or of the API (an Interval, or until the deadline when that comes first).
+//
+// Failures of NATS never end following; a failure of the API ends it only when permanent. An
+// operation known to have ended (by this request's poll or another's) gives its own result, even
+// past the deadline; otherwise the deadline ends following with follow_timeout. When ctx ends
+// (shutdown) it hands the task back within a second, leaving the request's record as it is.
+func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) worker.Decision {
 	meta, err := msg.Metadata()
 	if err != nil {
-		f.log.Error("follow task without JetStream metadata", "err", err)
-		return
+		// Not a JetStream delivery: there is nothing to redeliver, nor a place to name.
+		return worker.Term("follow task without JetStream metadata")
 	}
-	var t task
-	if err := json.Unmarshal(msg.Data(), &t); err != nil || t.Location == "" || t.RequestID == "" {
-		f.log.Error("unreadable follow task, dropped", "stream_seq", meta.Sequence.Stream, "err", err)
-		settle(f.log, msg, msg.TermWithReason("unreadable follow task"))
-		return
+	t, err := parseTask(msg.Data())
+	if err != nil {
+		return f.deadLetter(ctx, msg, meta, err.Error())
 	}
-	req := cancelevent.Request{ID: t.RequestID, Source: t.RequestSource, PublisherID: t.PublisherID, OfferID: t.OfferID,
-		TraceParent: t.TraceParent, TraceState: t.TraceState}
-	data := cancelevent.ResultData{Location: t.Location, OperationID: t.OperationID, Attempts: int(meta.NumDelivered)}
+	for try := 0; ; try++ {
+		e, err := f.store.Get(ctx, t.Key)
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			return f.deadLetter(ctx, msg, meta, reasonMismatch)
+		case err != nil:
+			return f.retry(ctx, meta, "request state not read", err)
+		case !backs(e, t):
+			return f.deadLetter(ctx, msg, meta, reasonMismatch)
+		}
+		d, err := f.decide(ctx, msg, meta, t.Key, e)
+		if !errors.Is(err, state.ErrConflict) {
+			return d
+		}
+		// Someone else changed the record (another task for the same request): decide once
+		// more on what they wrote.
+		if try > 0 {
+			return worker.Nak(jitter(time.Second), "request state changing")
+		}
+	}
+}
 
-	op, err := f.api.Operation(ctx, t.Location)
+// decide decides for the record e, which backs the task. It returns state.ErrConflict when e
+// changed before it could be written: the caller reads it again.
+func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, key string, e state.Entry) (worker.Decision, error) {
+	if e.Phase == state.Final {
+		return f.publishFinal(ctx, meta, key, e)
+	}
+	loc, now := e.Follow.Location, time.Now()
+	if now.Before(e.Follow.FirstPoll) {
+		return worker.Nak(e.Follow.FirstPoll.Sub(now), "first poll not due"), nil
+	}
+	req, first, err := readFirst(e.Result)
+	if err != nil {
+		f.log.Error("following request whose first result is unreadable", "key", key, "err", err)
+		return f.deadLetter(ctx, msg, meta, "the request's first result is unreadable"), nil
+	}
+	end := func(o ending) (worker.Decision, error) { return f.finish(ctx, meta, key, e, req, first, o) }
+
+	if c, ok := f.api.(originChecker); ok && !c.SameOrigin(loc) {
+		return end(permanent(&cloudpartner.Error{Code: cloudpartner.CodeLocationNotFollowed}))
+	}
+	rec, err := f.store.Operation(ctx, loc)
+	switch {
+	case err != nil:
+		return f.retry(ctx, meta, "poll record not read", err), nil
+	case rec.Terminal:
+		return end(ended(rec.Poll))
+	case now.After(e.Follow.Deadline):
+		return end(f.timedOut(rec.Status))
+	case rec.Revision != 0 && now.Before(rec.LastPoll.Add(f.cfg.Interval)):
+		return worker.Nak(rec.LastPoll.Add(f.cfg.Interval).Sub(now)+jitter(time.Second), "operation polled recently"), nil
+	}
+	claimed, err := f.store.ClaimPoll(ctx, loc, rec, now)
+	if errors.Is(err, state.ErrConflict) {
+		return worker.Nak(jitter(time.Second), "operation claimed by another poll"), nil
+	}
+	if err != nil {
+		return f.retry(ctx, meta, "poll not claimed", err), nil
+	}
+
+	op, err := f.api.Operation(ctx, loc)
+	if ctx.Err() != nil {
+		return worker.Nak(time.Second, "shutting down"), nil
+	}
 	var apiErr *cloudpartner.Error
 	switch {
-	case err == nil && op.Terminal():
-		data.StatusCode, data.CorrelationID, data.OperationStatus, data.Messages = 200, op.CorrelationID, op.Status, op.Messages
-		outcome := cancelevent.Cancelled
-		if !op.Cancelled() {
-			outcome = cancelevent.Failed
-			data.Error = &cancelevent.ErrorData{Code: CodeOperationFailed,
-				Message: "the operation ended " + op.Status + messagesText(op.Messages)}
+	case err == nil:
+		p := state.Poll{Status: op.Status, Terminal: op.Terminal(), Cancelled: op.Cancelled(),
+			Messages: op.Messages, CorrelationID: op.CorrelationID}
+		if err := f.store.RecordPoll(ctx, loc, claimed, p); err != nil {
+			f.log.Warn("operation's answer not recorded", "location_key", state.OperationKey(loc), "err", err)
 		}
-		f.finish(ctx, msg, req, outcome, data)
-		return
-	case ctx.Err() != nil:
-		settle(f.log, msg, msg.NakWithDelay(time.Second)) // shutting down
-		return
+		if p.Terminal {
+			return end(ended(p))
+		}
+		f.log.Debug("operation not finished", "key", key, "status", op.Status)
+		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation "+op.Status), nil
 	case errors.As(err, &apiErr) && !apiErr.Transient:
-		data.StatusCode, data.CorrelationID = apiErr.StatusCode, apiErr.CorrelationID
-		data.Error = &cancelevent.ErrorData{Code: apiErr.Code, Message: apiErr.Message}
-		f.finish(ctx, msg, req, cancelevent.Failed, data)
-		return
+		return end(permanent(apiErr))
+	default:
+		f.log.Warn("operation status not read, polling again", "key", key, "err", err)
+		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation status not read"), nil
 	}
-	status := op.Status
-	if err != nil {
-		status = "unknown (" + err.Error() + ")"
-	}
-	if time.Now().After(t.Deadline) {
-		data.StatusCode, data.OperationStatus = 0, op.Status
-		data.Error = &cancelevent.ErrorData{Code: CodeTimeout,
-			Message: fmt.Sprintf("the operation was still %s at the follow deadline (CPCANCEL_FOLLOW_TIMEOUT %s)", status, f.cfg.Timeout)}
-		f.finish(ctx, msg, req, cancelevent.Failed, data)
-		return
-	}
-	f.log.Debug("operation not finished, polling again", "request_id", t.RequestID, "status", status, "in", f.cfg.Interval)
-	settle(f.log, msg, msg.NakWithDelay(min(f.cfg.Interval, max(time.Until(t.Deadline), 0)+time.Millisecond)))
 }
 
-// finish stores the final result and acks the task, or hands it back if the result is not stored.
-func (f *Follower) finish(ctx context.Context, msg jetstream.Msg, req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) {
-	ev, err := cancelevent.NewFinalResult(f.cfg.Source, req, o, d, time.Now())
-	var out *nats.Msg
+// ending is how following ends: the final result's outcome and what its data says of the
+// operation (the rest comes from the first result).
+type ending struct {
+	outcome cancelevent.Outcome
+	data    cancelevent.ResultData
+}
+
+// ended is the ending of an operation that reached a final status (as polled, status 200). A
+// failed one's message is built from its status and its own messages only.
+func ended(p state.Poll) ending {
+	d := cancelevent.ResultData{StatusCode: 200, CorrelationID: p.CorrelationID, OperationStatus: p.Status, Messages: p.Messages}
+	if p.Cancelled {
+		return ending{cancelevent.Cancelled, d}
+	}
+	msg := "the operation ended " + p.Status
+	if len(p.Messages) > 0 {
+		msg += ": " + strings.Join(p.Messages, "; ")
+	}
+	d.Error = &cancelevent.ErrorData{Code: CodeOperationFailed, Message: msg}
+	return ending{cancelevent.Failed, d}
+}
+
+// permanent is the ending of a poll that failed for good. The message is cpcancel's own: the
+// answer's body is not copied.
+func permanent(e *cloudpartner.Error) ending {
+	code, msg := e.Code, ""
+	switch {
+	case code == cloudpartner.CodeLocationNotFollowed:
+		msg = "the operation location is not on the API's origin (CPCANCEL_CLOUDPARTNER_BASE_URL); it was not polled"
+	case e.StatusCode != 0:
+		msg = fmt.Sprintf("the operation status request answered HTTP %d", e.StatusCode)
+	default:
+		msg = "the operation status request failed"
+	}
+	if code == "" {
+		code = fmt.Sprintf("http_%d", e.StatusCode)
+	}
+	return ending{cancelevent.Failed, cancelevent.ResultData{StatusCode: e.StatusCode, CorrelationID: e.CorrelationID,
+		Error: &cancelevent.ErrorData{Code: code, Message: msg}}}
+}
+
+// timedOut is the ending of an operation still running at the deadline; status is the last one
+// polled, if any.
+func (f *Follower) timedOut(status string) ending {
+	msg := fmt.Sprintf("the operation was still %s at the follow deadline (CPCANCEL_FOLLOW_TIMEOUT %s)", status, f.cfg.Timeout)
+	if status == "" {
+		msg = fmt.Sprintf("the operation's status was not read before the follow deadline (CPCANCEL_FOLLOW_TIMEOUT %s)", f.cfg.Timeout)
+	}
+	return ending{cancelevent.Failed, cancelevent.ResultData{OperationStatus: status,
+		Error: &cancelevent.ErrorData{Code: CodeTimeout, Message: msg}}}
+}
+
+// finish decides the final result: it writes it into the record (following → final, expecting
+// e's revision) and then publishes it. Location, operation id and attempts are the first
+// result's: attempts counts the Cancel calls, not the polls, which several requests may share.
+func (f *Follower) finish(ctx context.Context, meta *jetstream.MsgMetadata, key string, e state.Entry,
+	req cancelevent.Request, first cancelevent.ResultData, o ending) (worker.Decision, error) {
+	d := o.data
+	d.Location, d.OperationID, d.Attempts = first.Location, first.OperationID, first.Attempts
+	if d.Location == "" {
+		d.Location = e.Follow.Location
+	}
+	ev, err := cancelevent.NewFinalResult(f.cfg.Source, req, o.outcome, d, time.Now())
+	var raw []byte
 	if err == nil {
-		out, err = cenats.NewMsg(ctx, f.cfg.ResultSubjectPrefix+"."+string(o), ev, f.cfg.Mode)
-	}
-	var ack *jetstream.PubAck
-	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, f.cfg.PublishTimeout)
-		ack, err = f.pub.PublishMsg(pctx, out, jetstream.WithMsgID(ev.ID()))
-		cancel()
+		raw, err = cenats.MarshalStructured(ev)
 	}
 	if err != nil {
-		f.log.Warn("could not store final result, retrying", "request_id", req.ID, "err", err)
-		settle(f.log, msg, msg.NakWithDelay(time.Second))
-		return
+		return f.retry(ctx, meta, "final result not encoded", err), nil
 	}
-	if !ack.Duplicate { // already in the result stream: JetStream dropped this copy
-		f.rec.ResultStored(string(o))
+	next := e.State
+	next.Phase, next.Final, next.FinalSeq = state.Final, raw, 0
+	e, err = f.store.Update(ctx, key, next, e.Revision)
+	if errors.Is(err, state.ErrConflict) {
+		return worker.Decision{}, err
 	}
-	f.log.Info("final result stored", "request_id", req.ID, "request_source", req.Source, "outcome", o,
-		"operation_status", d.OperationStatus, "result_id", ev.ID())
-	settle(f.log, msg, msg.Ack())
-}
-
-func messagesText(m []string) string {
-	if len(m) == 0 {
-		return ""
-	}
-	return ": " + strings.Join(m, "; ")
-}
-
-func settle(log *slog.Logger, msg jetstream.Msg, err error) {
 	if err != nil {
-		log.Warn("could not settle follow task; JetStream redelivers it after AckWait", "err", err)
+		return f.retry(ctx, meta, "final result not recorded", err), nil
 	}
+	f.log.Info("operation followed to its end", "request_id", req.ID, "request_source", req.Source,
+		"outcome", o.outcome, "operation_status", d.OperationStatus, "result_id", ev.ID())
+	return f.publishFinal(ctx, meta, key, e)
+}
+
+// publishFinal stores the final result recorded in e unless e says it is stored, then marks it
+// stored. Publishing it again after a lost mark stores nothing new inside the result stream's
+// duplicate window (same id).
+func (f *Follower) publishFinal(ctx context.Context, meta *jetstream.MsgMetadata, key string, e state.Entry) (worker.Decision, error) {
+	if e.FinalSeq != 0 {
+		return worker.Ack(), nil
+	}
+	seq, err := f.out.PublishRecorded(ctx, e.Final)
+	if err != nil {
+		return f.retry(ctx, meta, "final result not stored", err), nil
+	}
+	next := e.State
+	next.FinalSeq = seq
+	if _, err := f.store.Update(ctx, key, next, e.Revision); err != nil {
+		if errors.Is(err, state.ErrConflict) {
+			return worker.Decision{}, err
+		}
+		return f.retry(ctx, meta, "final result stored but not marked", err), nil
+	}
+	return worker.Ack(), nil
+}
+
+// deadLetter stores the task as a dead letter and ends it, or retries it if that fails.
+func (f *Follower) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason string) worker.Decision {
+	if err := f.out.DeadLetter(ctx, msg.Headers(), msg.Data(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
+		return f.retry(ctx, meta, "dead letter not stored", err)
+	}
+	return worker.Term(reason)
+}
+
+// retry hands the task back after a failure of NATS (or of cpcancel): within a second when
+// shutting down, otherwise after an exponential backoff on the deliveries so far.
+func (f *Follower) retry(ctx context.Context, meta *jetstream.MsgMetadata, reason string, err error) worker.Decision {
+	if ctx.Err() != nil {
+		return worker.Nak(time.Second, "shutting down")
+	}
+	f.log.Warn(reason+", retrying", "stream_seq", meta.Sequence.Stream, "deliveries", meta.NumDelivered, "err", err)
+	return worker.Nak(backoff(meta.NumDelivered), reason)
+}
+
+// nextPoll is the delay until the next poll: an Interval, or just past the deadline when that
+// comes first.
+func (f *Follower) nextPoll(deadline, now time.Time) time.Duration {
+	return min(f.cfg.Interval, max(deadline.Sub(now), 0)) + jitter(time.Second)
+}
+
+// backoff is the delay before the delivery after the n-th: 1s doubling, capped at maxBackoff,
+// between half and all of it.
+func backoff(n uint64) time.Duration {
+	d := maxBackoff
+	if n >= 1 && n <= 7 {
+		d = min(time.Second<<(n-1), maxBackoff)
+	}
+	return d/2 + jitter(d/2)
+}
+
+// jitter is a random duration in [1ms, d], spreading retries that would otherwise come together.
+func jitter(d time.Duration) time.Duration {
+	return time.Millisecond + rand.N(max(d-time.Millisecond, 1))
+}
+
+// parseTask reads a task body: JSON, at most maxTask bytes, with a key as state.Key makes them
+// and a location.
+func parseTask(body []byte) (task, error) {
+	var t task
+	switch {
+	case len(body) > maxTask:
+		return task{}, fmt.Errorf("follow task over %d bytes", maxTask)
+	case json.Unmarshal(body, &t) != nil:
+		return task{}, errors.New("follow task is not a JSON object")
+	case !validKey(t.Key) || t.Location == "":
+		return task{}, errors.New("follow task without a request key and a location")
+	}
+	return t, nil
+}
+
+// validKey reports whether k can be a request's key: lowercase hex, as state.Key makes them. Any
+// other key could name another kind of record, or one the bucket refuses.
+func validKey(k string) bool {
+	if k == "" || len(k) > 64 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// backs reports whether the record e backs task t: the request follows, or followed, t's location.
+func backs(e state.Entry, t task) bool {
+	return (e.Phase == state.Following || e.Phase == state.Final) && e.Follow != nil && e.Follow.Location == t.Location
+}
+
+// readFirst reads the request and the first result's data from the recorded first result.
+func readFirst(recorded []byte) (cancelevent.Request, cancelevent.ResultData, error) {
+	var ev event.Event
+	if err := json.Unmarshal(recorded, &ev); err != nil {
+		return cancelevent.Request{}, cancelevent.ResultData{}, err
+	}
+	var d cancelevent.ResultData
+	if err := json.Unmarshal(ev.Data(), &d); err != nil {
+		return cancelevent.Request{}, cancelevent.ResultData{}, fmt.Errorf("data: %w", err)
+	}
+	if d.RequestID == "" || d.RequestSource == "" {
+		return cancelevent.Request{}, cancelevent.ResultData{}, errors.New("no request id or source")
+	}
+	req := cancelevent.Request{ID: d.RequestID, Source: d.RequestSource, PublisherID: d.PublisherID, OfferID: d.OfferID}
+	req.TraceParent, _ = ev.Extensions()["traceparent"].(string)
+	req.TraceState, _ = ev.Extensions()["tracestate"].(string)
+	return req, d, nil
 }

@@ -1,0 +1,280 @@
+package follow
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
+	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/state"
+	"github.com/cpcancel/cpcancel/internal/worker"
+)
+
+// TestLateDuplicateTaskAfterFinal is the regression of "contradictory results": a task for a
+// request whose operation was followed to its end, stored again after the follow stream's
+// duplicate window, neither polls the (by now gone) operation nor stores another result.
+func TestLateDuplicateTaskAfterFinal(t *testing.T) {
+	api := &fakeAPI{origin: apiOrigin}
+	api.answer = func(context.Context, string) (cloudpartner.Operation, error) {
+		if api.calls.Load() == 1 {
+			return cloudpartner.Operation{Status: "canceled"}, nil
+		}
+		return cloudpartner.Operation{}, &cloudpartner.Error{StatusCode: 404, Code: "http_404", Transient: true}
+	}
+	e := newEnv(t, api)
+	ctx := context.Background()
+	loc := apiOrigin + "/ops/late"
+	key := e.following(t, "late", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+	must(t, e.f.Schedule(ctx, key, loc))
+	msg := e.next(t)
+	if d := e.f.Decide(ctx, msg); d.Kind != worker.KindAck {
+		t.Fatalf("first task: %v %q, want Ack", d.Kind, d.Reason)
+	} else {
+		settle(t, msg, d)
+	}
+
+	// The same task again, as if republished after the duplicate window: no message id to drop it.
+	late := e.deliver(t, taskBody(key, loc), "")
+	if d := e.f.Decide(ctx, late); d.Kind != worker.KindAck {
+		t.Fatalf("late task: %v %q, want Ack", d.Kind, d.Reason)
+	}
+	if n := api.calls.Load(); n != 1 {
+		t.Errorf("operation polled %d times, want once", n)
+	}
+	got := e.results(t)
+	if len(got) != 1 || got[0].ev.Type() != cancelevent.Cancelled.Type() {
+		t.Fatalf("results %v, want one final cancelled", types(got))
+	}
+}
+
+// TestConcurrentTasksOneFinal: several tasks for one request (a re-schedule after the duplicate
+// window) decided at once store one final result between them.
+func TestConcurrentTasksOneFinal(t *testing.T) {
+	api := &fakeAPI{origin: apiOrigin, answer: answer(cloudpartner.Operation{Status: "failed", Messages: []string{"no"}}, nil)}
+	e := newEnv(t, api)
+	loc := apiOrigin + "/ops/dup"
+	key := e.following(t, "dup", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+	msgs := make([]jetstream.Msg, 5)
+	for i := range msgs {
+		msgs[i] = e.deliver(t, taskBody(key, loc), "")
+	}
+	untilAllAcked(t, e.f, msgs)
+	if n := api.calls.Load(); n != 1 {
+		t.Errorf("operation polled %d times, want once", n)
+	}
+	got := e.results(t)
+	if len(got) != 1 || got[0].data.Error == nil || got[0].data.Error.Code != CodeOperationFailed {
+		t.Fatalf("results %v, want one final failed", types(got))
+	}
+}
+
+// TestForgedTask is the regression of "forged task": a task naming an existing request with a
+// location on another host is dead-lettered; the other host is never contacted and no result is
+// stored. A request whose own recorded location is on another host ends location_not_followed,
+// again without contacting it.
+func TestForgedTask(t *testing.T) {
+	var apiHits, otherHits atomic.Int64
+	apiSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		apiHits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"status":"running"}`)
+	}))
+	defer apiSrv.Close()
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		otherHits.Add(1)
+		fmt.Fprint(w, `{"status":"failed","messages":["leaked secret"]}`)
+	}))
+	defer other.Close()
+	client, err := cloudpartner.New(cloudpartner.Config{BaseURL: apiSrv.URL, Tokens: cloudpartner.StaticToken("token")})
+	must(t, err)
+	e := newEnv(t, client)
+	ctx := context.Background()
+
+	// A forged task for a request following an operation on the API.
+	key := e.following(t, "victim", apiSrv.URL+"/ops/1", time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+	if d := e.f.Decide(ctx, e.deliver(t, taskBody(key, other.URL+"/steal"), "")); d.Kind != worker.KindTerm {
+		t.Fatalf("forged task: %v %q, want Term", d.Kind, d.Reason)
+	}
+	// A forged task for a request that does not exist.
+	if d := e.f.Decide(ctx, e.deliver(t, taskBody(state.Key(reqSource, "nobody"), other.URL+"/steal"), "")); d.Kind != worker.KindTerm {
+		t.Fatalf("forged task without a request: %v %q, want Term", d.Kind, d.Reason)
+	}
+	if n := e.count(t, deadStream); n != 2 {
+		t.Errorf("%d dead letters, want 2", n)
+	}
+	if st, _ := e.store.Get(ctx, key); st.Phase != state.Following {
+		t.Errorf("victim's record is %s, want following", st.Phase)
+	}
+
+	// A request whose recorded location is on another host (the 202 named it).
+	loc := other.URL + "/ops/2"
+	key2 := e.following(t, "elsewhere", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+	if d := e.f.Decide(ctx, e.deliver(t, taskBody(key2, loc), "")); d.Kind != worker.KindAck {
+		t.Fatalf("task for another host: %v %q, want Ack", d.Kind, d.Reason)
+	}
+	if n := otherHits.Load(); n != 0 {
+		t.Errorf("the other host was contacted %d times", n)
+	}
+	if n := apiHits.Load(); n != 0 {
+		t.Errorf("the API was contacted %d times", n)
+	}
+	got := e.results(t)
+	if len(got) != 1 || got[0].data.RequestID != "elsewhere" || got[0].data.Error == nil ||
+		got[0].data.Error.Code != cloudpartner.CodeLocationNotFollowed || got[0].data.StatusCode != 0 {
+		t.Fatalf("results %v, want only elsewhere's location_not_followed", types(got))
+	}
+}
+
+// TestOnePollPerOperationPerInterval is the regression of "N requests, N polls": 20 requests
+// following one operation, their tasks decided at once, poll it once; when the interval has
+// passed, once more, and that answer finishes all of them.
+func TestOnePollPerOperationPerInterval(t *testing.T) {
+	api := &fakeAPI{origin: apiOrigin}
+	e := newEnv(t, api)
+	ctx := context.Background()
+	loc := apiOrigin + "/ops/shared"
+	msgs := make([]jetstream.Msg, 20)
+	for i := range msgs {
+		key := e.following(t, fmt.Sprintf("shared-%d", i), loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+		msgs[i] = e.deliver(t, taskBody(key, loc), "")
+	}
+	var wg sync.WaitGroup
+	decisions := make([]worker.Decision, len(msgs))
+	for i, msg := range msgs {
+		wg.Go(func() { decisions[i] = e.f.Decide(ctx, msg) })
+	}
+	wg.Wait()
+	for i, d := range decisions {
+		if d.Kind != worker.KindNak || d.Delay > interval+time.Second {
+			t.Errorf("task %d: %v %s %q, want Nak within an interval", i, d.Kind, d.Delay, d.Reason)
+		}
+	}
+	if n := api.calls.Load(); n != 1 {
+		t.Fatalf("operation polled %d times by 20 requests in one interval, want once", n)
+	}
+
+	// An interval later (the record's last poll moved back) the operation has ended.
+	rec, err := e.store.Operation(ctx, loc)
+	must(t, err)
+	_, err = e.store.ClaimPoll(ctx, loc, rec, rec.LastPoll.Add(-interval))
+	must(t, err)
+	api.answer = answer(cloudpartner.Operation{Status: "canceled"}, nil)
+	untilAllAcked(t, e.f, msgs)
+	if n := api.calls.Load(); n != 2 {
+		t.Errorf("operation polled %d times in two intervals, want twice", n)
+	}
+	got := e.results(t)
+	ids := map[string]bool{}
+	for _, r := range got {
+		if r.ev.Type() != cancelevent.Cancelled.Type() {
+			t.Errorf("result %s is %s", r.data.RequestID, r.ev.Type())
+		}
+		ids[r.ev.ID()] = true
+	}
+	if len(got) != 20 || len(ids) != 20 {
+		t.Errorf("%d results with %d ids, want 20 final results", len(got), len(ids))
+	}
+}
+
+// TestFinalRecordedBeforePublishing: a final result that could not be stored is stored by a later
+// delivery as it was recorded (same id, same time), without polling again.
+func TestFinalRecordedBeforePublishing(t *testing.T) {
+	api := &fakeAPI{origin: apiOrigin, answer: answer(cloudpartner.Operation{Status: "canceled"}, nil)}
+	e := newEnv(t, api)
+	ctx := context.Background()
+	loc := apiOrigin + "/ops/down"
+	key := e.following(t, "down", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+	msg := e.deliver(t, taskBody(key, loc), "")
+	must(t, e.js.DeleteStream(ctx, resultStream))
+	if d := e.f.Decide(ctx, msg); d.Kind != worker.KindNak {
+		t.Fatalf("with the result stream down: %v %q, want Nak", d.Kind, d.Reason)
+	}
+	recorded, err := e.store.Get(ctx, key)
+	must(t, err)
+	if recorded.Phase != state.Final || recorded.FinalSeq != 0 {
+		t.Fatalf("record %s with final seq %d, want final, not stored", recorded.Phase, recorded.FinalSeq)
+	}
+	_, err = e.js.CreateStream(ctx, jetstream.StreamConfig{Name: resultStream, Subjects: []string{"res.>"}})
+	must(t, err)
+	if d := e.f.Decide(ctx, msg); d.Kind != worker.KindAck {
+		t.Fatalf("redelivery: %v %q, want Ack", d.Kind, d.Reason)
+	}
+	var want event.Event
+	must(t, json.Unmarshal(recorded.Final, &want))
+	got := e.results(t)
+	if len(got) != 1 || got[0].ev.ID() != want.ID() || !got[0].ev.Time().Equal(want.Time()) {
+		t.Fatalf("results %v, want the recorded %s", types(got), want.ID())
+	}
+	if n := api.calls.Load(); n != 1 {
+		t.Errorf("operation polled %d times, want once", n)
+	}
+}
+
+// TestScheduleTwice: scheduling a request twice stores one task.
+func TestScheduleTwice(t *testing.T) {
+	e := newEnv(t, &fakeAPI{origin: apiOrigin})
+	ctx := context.Background()
+	key := state.Key(reqSource, "twice")
+	must(t, e.f.Schedule(ctx, key, apiOrigin+"/ops/twice"))
+	must(t, e.f.Schedule(ctx, key, apiOrigin+"/ops/twice"))
+	if n := e.count(t, followStream); n != 1 {
+		t.Fatalf("%d follow tasks, want 1", n)
+	}
+	var got task
+	must(t, json.Unmarshal(e.next(t).Data(), &got))
+	if got != (task{Key: key, Location: apiOrigin + "/ops/twice"}) {
+		t.Errorf("task %+v", got)
+	}
+	if err := e.f.Schedule(ctx, "not a key", apiOrigin+"/ops/x"); err == nil {
+		t.Error("a task that Decide would dead-letter was scheduled")
+	}
+}
+
+// untilAllAcked decides msgs again and again, as redeliveries would, until each is acked; a
+// redelivery before its Nak delay is as good as one after, for a record that changed meanwhile.
+func untilAllAcked(t *testing.T, f *Follower, msgs []jetstream.Msg) {
+	t.Helper()
+	pending := append([]jetstream.Msg(nil), msgs...)
+	for round := 0; len(pending) > 0; round++ {
+		if round == 20 {
+			t.Fatalf("%d tasks still not acked", len(pending))
+		}
+		var mu sync.Mutex
+		var next []jetstream.Msg
+		var wg sync.WaitGroup
+		for _, msg := range pending {
+			wg.Go(func() {
+				d := f.Decide(context.Background(), msg)
+				if d.Kind == worker.KindTerm {
+					t.Errorf("task terminated: %q", d.Reason)
+				}
+				if d.Kind == worker.KindNak {
+					mu.Lock()
+					next = append(next, msg)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		pending = next
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func types(rs []stored) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.data.RequestID+":"+r.ev.Type())
+	}
+	return out
+}
