@@ -200,8 +200,8 @@ type operation struct {
 	fails    bool
 	gone     bool // opgone*: every GET answers 404, as if the API forgot the operation
 
-	// Guarded by Emulator.mu: the authorised, well-formed GETs of this operation.
-	polls     []time.Time // the first maxPolls
+	// Guarded by Emulator.mu: the GETs of this operation.
+	polls     []Poll // the first maxPolls
 	pollCount int
 }
 
@@ -251,11 +251,31 @@ func (e *Emulator) getOperation(w http.ResponseWriter, r *http.Request, owner *o
 		e.respond(w, r, methodNotAllowed(http.MethodGet))
 		return
 	}
+	at := time.Now()
 	rep := e.decideOperation(r, owner, id)
-	if !sleep(r.Context(), e.currentLatency()) {
+	answered := sleep(r.Context(), e.currentLatency())
+	status := rep.status
+	if !answered {
+		status = 0
+	}
+	e.recordPoll(owner, id, Poll{At: at, Status: status})
+	if answered {
+		e.respond(w, r, rep)
+	}
+}
+
+// recordPoll records a GET of an operation, if it names one.
+func (e *Emulator) recordPoll(owner *offerKey, id string, p Poll) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	op := e.ops[id]
+	if op == nil || (owner != nil && *owner != op.key) {
 		return
 	}
-	e.respond(w, r, rep)
+	if len(op.polls) < maxPolls {
+		op.polls = append(op.polls, p)
+	}
+	op.pollCount++
 }
 
 func (e *Emulator) decideOperation(r *http.Request, owner *offerKey, id string) reply {
@@ -267,12 +287,6 @@ func (e *Emulator) decideOperation(r *http.Request, owner *offerKey, id string) 
 	}
 	e.mu.Lock()
 	op := e.ops[id]
-	if op != nil && (owner == nil || *owner == op.key) {
-		if len(op.polls) < maxPolls {
-			op.polls = append(op.polls, time.Now())
-		}
-		op.pollCount++
-	}
 	e.mu.Unlock()
 	if op == nil || (owner != nil && *owner != op.key) || op.gone {
 		return errorReply(http.StatusNotFound, "OperationNotFound", fmt.Sprintf("Operation %q was not found.", id))
@@ -287,11 +301,19 @@ type OperationRecord struct {
 	PublisherID string    `json:"publisherId"`
 	OfferID     string    `json:"offerId"`
 	Created     time.Time `json:"created"`
-	// Polls are the times of the authorised, well-formed GETs of the operation (those of a
-	// forgotten opgone* operation included), oldest first: at most the first 10000.
-	Polls []time.Time `json:"polls"`
+	// Polls are the GETs of the operation on a route that names it (rejected ones and those of a
+	// forgotten opgone* operation included), in arrival order: at most the first 10000.
+	Polls []Poll `json:"polls"`
 	// PollCount counts all of them.
 	PollCount int `json:"pollCount"`
+}
+
+// Poll is one GET of an operation.
+type Poll struct {
+	// At is when it arrived.
+	At time.Time `json:"at"`
+	// Status is the HTTP status answered, 0 when none was (the client went away first).
+	Status int `json:"status"`
 }
 
 // Operations returns the operations started for an offer since the last Reset, oldest first (of
@@ -323,7 +345,7 @@ func (e *Emulator) AllOperations() []OperationRecord {
 // record copies op; e.mu is held.
 func (op *operation) record() OperationRecord {
 	return OperationRecord{ID: op.id, PublisherID: op.key.publisher, OfferID: op.key.offer, Created: op.created,
-		Polls: append([]time.Time(nil), op.polls...), PollCount: op.pollCount}
+		Polls: append([]Poll(nil), op.polls...), PollCount: op.pollCount}
 }
 
 // operationView is the operation status document.

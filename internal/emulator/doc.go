@@ -25,8 +25,8 @@
 //  5. The scenario named by the ids, below.
 //
 // Operation GETs check 1 and 3, then answer 200 with the operation or 404 "OperationNotFound".
-// Each such GET of a known operation is recorded with its time (Operations, AllOperations), so
-// that tests can check how often clients poll.
+// Every GET of a known operation on a route that names it is recorded with its time and the
+// status answered (Operations, AllOperations), so that tests can check how often clients poll.
 //
 // # Scenario catalogue
 //

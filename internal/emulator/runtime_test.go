@@ -97,8 +97,8 @@ func TestOpgoneOperationAnswers404(t *testing.T) {
 		checkError(t, resp, body, 404, "OperationNotFound")
 	}
 	ops := e.Operations("contoso", "opgone-a")
-	if len(ops) != 1 || ops[0].PollCount != 2 || len(ops[0].Polls) != 2 {
-		t.Errorf("Operations = %+v, want one operation polled twice", ops)
+	if len(ops) != 1 || ops[0].PollCount != 2 || len(ops[0].Polls) != 2 || ops[0].Polls[1].Status != 404 {
+		t.Errorf("Operations = %+v, want one operation polled twice, answered 404", ops)
 	}
 }
 
@@ -110,22 +110,31 @@ func TestOperationPollsRecorded(t *testing.T) {
 	id := migratedLocation("contoso", "contoso-offer").FindStringSubmatch(location)[1]
 	mustSend(t, srv, newRequest(t, http.MethodGet, srv.URL+location, ""))
 	mustSend(t, srv, newRequest(t, http.MethodGet, srv.URL+"/api/operations/"+id+"?api-version=2017-10-31", ""))
-	// Not polls of this operation: another offer's route, no token, no api-version.
-	mustSend(t, srv, newRequest(t, http.MethodGet, srv.URL+"/api/publishers/contoso/offers/other/operations/"+id+"?api-version=2017-10-31", ""))
+	// Rejected, and recorded with their status: no token, no api-version.
 	noToken := newRequest(t, http.MethodGet, srv.URL+location, "")
 	noToken.Header.Del("Authorization")
 	mustSend(t, srv, noToken)
 	mustSend(t, srv, newRequest(t, http.MethodGet, srv.URL+"/api/operations/"+id, ""))
+	// Not a poll of this operation: another offer's route.
+	mustSend(t, srv, newRequest(t, http.MethodGet, srv.URL+"/api/publishers/contoso/offers/other/operations/"+id+"?api-version=2017-10-31", ""))
 
 	ops := e.Operations("contoso", "contoso-offer")
 	if len(ops) != 1 {
 		t.Fatalf("Operations = %+v, want one", ops)
 	}
 	op := ops[0]
-	if op.ID != id || op.PublisherID != "contoso" || op.OfferID != "contoso-offer" || op.PollCount != 2 || len(op.Polls) != 2 {
-		t.Errorf("operation = %+v, want %s of contoso/contoso-offer polled twice", op, id)
+	if op.ID != id || op.PublisherID != "contoso" || op.OfferID != "contoso-offer" || op.PollCount != 4 || len(op.Polls) != 4 {
+		t.Fatalf("operation = %+v, want %s of contoso/contoso-offer polled 4 times", op, id)
 	}
-	if op.Created.Before(before.Add(-time.Second)) || op.Polls[0].Before(op.Created) || op.Polls[1].Before(op.Polls[0]) {
+	for i, want := range []int{200, 200, 401, 400} {
+		if op.Polls[i].Status != want {
+			t.Errorf("poll %d: status %d, want %d", i, op.Polls[i].Status, want)
+		}
+		if i > 0 && op.Polls[i].At.Before(op.Polls[i-1].At) {
+			t.Errorf("poll %d at %v, before poll %d", i, op.Polls[i].At, i-1)
+		}
+	}
+	if op.Created.Before(before.Add(-time.Second)) || op.Polls[0].At.Before(op.Created) {
 		t.Errorf("times out of order: created %v, polls %v", op.Created, op.Polls)
 	}
 	if all := e.AllOperations(); len(all) != 1 || all[0].ID != id {
