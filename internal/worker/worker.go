@@ -1,4 +1,9 @@
 // Package worker runs a bounded pool of goroutines over a JetStream pull consumer.
+//
+// The pool takes a message from JetStream only for a goroutine that is free to start it, so no
+// message waits in a client-side buffer, where a reconnect or a consumer leader change could lose
+// it until AckWait. Every delivery is settled exactly once, by the pool, from the Decision that the
+// DecideFunc returns.
 package worker
 
 import (
@@ -6,97 +11,319 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// HandleFunc processes and settles one message. ctx is cancelled only when the shutdown grace
-// period ran out.
-type HandleFunc func(ctx context.Context, msg jetstream.Msg)
-
-// pullHeartbeat is how often the consumer leader confirms a waiting pull request. A pull request
-// that no leader holds is never answered: one sent while a just-created consumer of a JetStream
-// cluster has no leader yet, or one parked at a leader that went away with its NATS node. The pool
-// notices only when heartbeats stop, after two of them, and pulls again; nats.go's default (half
-// the 30s expiry) would leave the replica idle for 30s.
-const pullHeartbeat = 2 * time.Second
-
-// Pool pulls messages and hands each to one of its goroutines.
-type Pool struct {
-	it          jetstream.MessagesContext
-	concurrency int
-	grace       time.Duration
-	log         *slog.Logger
-	consuming   atomic.Bool
+// Decision says how one delivered message is settled; exactly one per delivery.
+type Decision struct {
+	Kind   Kind          // Ack, Nak or Term
+	Delay  time.Duration // Nak: redeliver after this
+	Reason string        // Term: the reason sent to JetStream; Nak: logged
 }
 
-// Start begins pulling from c for a pool of concurrency goroutines. grace is how long in-flight
-// work may go on once Run's ctx is done.
-func Start(c jetstream.Consumer, concurrency int, grace time.Duration, log *slog.Logger) (*Pool, error) {
-	// Pull no more than the pool can start soon, so a message never ages in a buffer past AckWait.
-	it, err := c.Messages(jetstream.PullMaxMessages(concurrency), jetstream.PullHeartbeat(pullHeartbeat))
-	if err != nil {
-		return nil, fmt.Errorf("start pulling: %w", err)
+// Kind is how a message is settled.
+type Kind int
+
+const (
+	// KindAck acknowledges the message: JetStream does not deliver it again.
+	KindAck Kind = iota
+	// KindNak hands the message back: JetStream delivers it again after Decision.Delay.
+	KindNak
+	// KindTerm ends the message's deliveries for good, with Decision.Reason in JetStream's advisory.
+	KindTerm
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindAck:
+		return "ack"
+	case KindNak:
+		return "nak"
+	case KindTerm:
+		return "term"
 	}
-	p := &Pool{it: it, concurrency: concurrency, grace: grace, log: log}
-	p.consuming.Store(true)
-	return p, nil
+	return fmt.Sprintf("Kind(%d)", int(k))
 }
 
-// Consuming reports whether the pool is pulling messages now.
-func (p *Pool) Consuming() bool { return p.consuming.Load() }
+// Ack settles a message as done.
+func Ack() Decision { return Decision{Kind: KindAck} }
 
-// Run hands messages to handle until ctx is done. It then stops pulling, lets the workers take
-// the messages already buffered, and waits for in-flight work for up to the grace period before
-// cancelling it. Messages never taken up are redelivered by JetStream. Run returns an error when
-// pulling stopped for another reason (connection closed, consumer deleted).
-func (p *Pool) Run(ctx context.Context, handle HandleFunc) error {
-	it := p.it
-	defer p.consuming.Store(false)
+// Nak hands a message back for redelivery after delay (at once when delay <= 0); reason is logged.
+func Nak(delay time.Duration, reason string) Decision {
+	return Decision{Kind: KindNak, Delay: delay, Reason: reason}
+}
+
+// Term stops a message's redelivery for good; reason is sent to JetStream.
+func Term(reason string) Decision { return Decision{Kind: KindTerm, Reason: reason} }
+
+// DecideFunc works out how to settle msg. ctx is cancelled only when the shutdown grace period
+// has run out. It must not settle msg itself (it may call msg.InProgress).
+type DecideFunc func(ctx context.Context, msg jetstream.Msg) Decision
+
+// Config configures a Pool.
+type Config struct {
+	Concurrency int           // messages processed at once (>=1)
+	Grace       time.Duration // how long in-flight work may go on after Run's ctx is done
+	Heartbeat   time.Duration // InProgress every Heartbeat while deciding; 0 = none
+	Logger      *slog.Logger  // nil discards
+	Name        string        // for logs, e.g. "requests" / "follow"
+	// Settled, when set, is called after each settle with the decision (for metrics/logs).
+	Settled func(msg jetstream.Msg, d Decision, err error)
+}
+
+const (
+	// fetchExpiry is how long one pull request waits at the server for messages. It also bounds how
+	// long shutdown waits for a pull already sent, whose late messages are handed back.
+	fetchExpiry = 3 * time.Second
+	// fetchHeartbeat is how often the server confirms a pull request it holds with nothing to send.
+	// A pull request no server holds any more (server restarted, consumer leader gone or not yet
+	// elected) is never answered: the pool notices after two missed heartbeats and pulls again.
+	fetchHeartbeat = time.Second
+	// Failed pulls are retried after a delay that doubles from backoffMin to backoffMax.
+	backoffMin, backoffMax = 50 * time.Millisecond, 2 * time.Second
+	// infoTimeout bounds asking the server whether the consumer still exists.
+	infoTimeout = 5 * time.Second
+	// panicDelay is how long a message whose DecideFunc panicked waits before its redelivery.
+	panicDelay = 30 * time.Second
+)
+
+// Pool pulls messages for a bounded number of goroutines and settles what they decide.
+type Pool struct {
+	c       jetstream.Consumer
+	cfg     Config
+	log     *slog.Logger
+	pulling atomic.Pointer[context.Context] // Run's pulling context, while Run runs
+}
+
+// New returns a pool over c; it pulls nothing until Run. A Concurrency below 1 counts as 1.
+func New(c jetstream.Consumer, cfg Config) *Pool {
+	cfg.Concurrency = max(cfg.Concurrency, 1)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pool{c: c, cfg: cfg, log: log.With("pool", cfg.Name)}
+}
+
+// Consuming reports whether the pool is taking messages: true from Run's start until its ctx is
+// done or pulling has stopped for good.
+func (p *Pool) Consuming() bool {
+	ctx := p.pulling.Load()
+	return ctx != nil && (*ctx).Err() == nil
+}
+
+// Run takes messages for free goroutines, at most Concurrency at once, and has decide work out how
+// each is settled; the pool then settles it. Call it once.
+//
+// When ctx is done, Run stops pulling at once. Messages that a pull already sent still brings are
+// not started but handed back (Nak) when that pull ends, within a few seconds (so the redelivery
+// goes to another pull). In-flight decisions run to their end; once the Grace period is over their
+// ctx is cancelled, and Run waits for them. Run then returns nil.
+//
+// Failed pulls are retried with backoff. Run returns an error only when pulling can never succeed
+// again: the consumer no longer exists, or the connection is closed; it still lets in-flight work
+// end as on shutdown.
+func (p *Pool) Run(ctx context.Context, decide DecideFunc) error {
+	pullCtx, stopPulling := context.WithCancel(ctx)
+	defer stopPulling()
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	stop := context.AfterFunc(ctx, func() {
-		p.consuming.Store(false)
-		it.Drain()
-	})
-	defer stop()
-
-	var wg sync.WaitGroup
-	var lastErr error
-	slots := make(chan struct{}, p.concurrency)
-	for {
-		slots <- struct{}{}
-		msg, err := it.Next()
-		if err != nil {
-			<-slots
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				lastErr = errors.Join(lastErr, err)
-				break
+	p.pulling.Store(&pullCtx)
+	stopGrace := context.AfterFunc(pullCtx, func() {
+		time.AfterFunc(p.cfg.Grace, func() {
+			if workCtx.Err() == nil { // Run has not returned yet
+				p.log.Warn("shutdown grace period over, cancelling in-flight work", "grace", p.cfg.Grace)
+				cancelWork()
 			}
-			lastErr = err
-			p.log.Warn("pull failed", "err", err)
-			continue
-		}
+		})
+	})
+	defer stopGrace()
+
+	// free holds one token per goroutine that may start a message.
+	free := make(chan struct{}, p.cfg.Concurrency)
+	for range p.cfg.Concurrency {
+		free <- struct{}{}
+	}
+	var wg sync.WaitGroup
+	start := func(msg jetstream.Msg) {
 		wg.Go(func() {
-			defer func() { <-slots }()
-			handle(workCtx, msg)
+			defer func() { free <- struct{}{} }()
+			p.process(workCtx, msg, decide)
 		})
 	}
+	err := p.pull(pullCtx, free, start)
+	stopPulling() // starts the grace period when pulling failed for good
+	wg.Wait()
+	return err
+}
 
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(p.grace):
-		p.log.Warn("shutdown grace period over, cancelling in-flight requests", "grace", p.grace)
-		cancelWork()
-		<-done
+// pull takes messages for free goroutines and starts them, until ctx is done (nil) or pulling
+// can never succeed again (the error).
+func (p *Pool) pull(ctx context.Context, free chan struct{}, start func(jetstream.Msg)) error {
+	backoff := backoffMin
+	for {
+		// Wait for one free goroutine, then take all that are free.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-free:
+		}
+		n := 1
+	more:
+		for n < cap(free) {
+			select {
+			case <-free:
+				n++
+			default:
+				break more
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+
+		batch, err := p.c.Fetch(n, jetstream.FetchMaxWait(fetchExpiry), jetstream.FetchHeartbeat(fetchHeartbeat))
+		got := 0
+		if err == nil {
+			var late []jetstream.Msg
+			for msg := range batch.Messages() {
+				got++
+				if ctx.Err() != nil {
+					late = append(late, msg)
+					continue
+				}
+				start(msg)
+			}
+			err = batch.Error()
+			// Handed back only now that the pull has ended, so that the redelivery cannot come back
+			// to this same pull and use up deliveries.
+			for _, msg := range late {
+				p.settle(msg, Nak(0, "shutting down: handed back, not started"))
+			}
+			got -= len(late)
+		}
+		for range n - got {
+			free <- struct{}{}
+		}
+
+		if err == nil || ctx.Err() != nil {
+			backoff = backoffMin
+			continue
+		}
+		if err := p.fatal(ctx, err); err != nil {
+			return err
+		}
+		p.log.Warn("pull failed, retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, backoffMax)
 	}
-	if ctx.Err() == nil {
-		return fmt.Errorf("pulling stopped: %w", lastErr)
+}
+
+// fatal returns an error when pullErr means that pulling can never succeed again: the connection
+// is closed, or the consumer is gone. The server is asked about the consumer, as a pull without
+// responders or a deleted consumer is also what a restart or a re-created consumer looks like.
+func (p *Pool) fatal(ctx context.Context, pullErr error) error {
+	switch {
+	case errors.Is(pullErr, nats.ErrConnectionClosed), errors.Is(pullErr, jetstream.ErrConnectionClosed):
+		return fmt.Errorf("pulling from consumer: %w", pullErr)
+	case errors.Is(pullErr, jetstream.ErrConsumerDeleted), errors.Is(pullErr, jetstream.ErrConsumerNotFound),
+		errors.Is(pullErr, nats.ErrNoResponders):
+		ictx, cancel := context.WithTimeout(ctx, infoTimeout)
+		defer cancel()
+		_, err := p.c.Info(ictx)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("consumer gone: %w", errors.Join(pullErr, err))
+		}
 	}
 	return nil
+}
+
+// process decides how to settle msg, reporting it in progress meanwhile, and settles it.
+func (p *Pool) process(ctx context.Context, msg jetstream.Msg, decide DecideFunc) {
+	stop := p.keepAlive(msg)
+	d := p.decide(ctx, msg, decide)
+	stop()
+	p.settle(msg, d)
+}
+
+// decide calls decide, turning a panic into a delayed Nak.
+func (p *Pool) decide(ctx context.Context, msg jetstream.Msg, decide DecideFunc) (d Decision) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("deciding panicked; message handed back", "subject", msg.Subject(),
+				"panic", r, "stack", string(debug.Stack()))
+			d = Nak(panicDelay, "panic")
+		}
+	}()
+	return decide(ctx, msg)
+}
+
+// settle is the one place where messages are settled.
+func (p *Pool) settle(msg jetstream.Msg, d Decision) {
+	var err error
+	switch d.Kind {
+	case KindAck:
+		err = msg.Ack()
+	case KindNak:
+		p.log.Debug("handing message back", "subject", msg.Subject(), "delay", d.Delay, "reason", d.Reason)
+		if d.Delay > 0 {
+			err = msg.NakWithDelay(d.Delay)
+		} else {
+			err = msg.Nak()
+		}
+	case KindTerm:
+		p.log.Debug("terminating message", "subject", msg.Subject(), "reason", d.Reason)
+		err = msg.TermWithReason(d.Reason)
+	default:
+		p.log.Error("invalid decision; message handed back", "subject", msg.Subject(), "kind", d.Kind)
+		d = Nak(panicDelay, fmt.Sprintf("invalid decision kind %d", int(d.Kind)))
+		err = msg.NakWithDelay(d.Delay)
+	}
+	if err != nil {
+		p.log.Warn("could not settle message; JetStream redelivers it after AckWait",
+			"subject", msg.Subject(), "decision", d.Kind, "err", err)
+	}
+	if p.cfg.Settled != nil {
+		p.cfg.Settled(msg, d, err)
+	}
+}
+
+// keepAlive reports msg in progress every Heartbeat until the returned func is called. A timer,
+// not a goroutine, waits between reports: most messages finish before the first one.
+func (p *Pool) keepAlive(msg jetstream.Msg) (stop func()) {
+	every := p.cfg.Heartbeat
+	if every <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // the callback must not see t before it is set
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if err := msg.InProgress(); err != nil {
+			p.log.Debug("in-progress report failed", "subject", msg.Subject(), "err", err)
+		}
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
