@@ -221,6 +221,11 @@ func TestCheckFindsViolations(t *testing.T) {
 			op := &o.Operations[0]
 			op.Polls = append(op.Polls, emulator.Poll{At: op.Polls[0].At.Add(100 * time.Millisecond), Status: 200})
 		}, "polled 2 times within 800ms"},
+		{"polls too close after a 401", func(o *chaos.Observed) {
+			op := &o.Operations[0]
+			at := op.Polls[0].At
+			op.Polls = append(op.Polls, emulator.Poll{At: at.Add(100 * time.Millisecond), Status: 401}, emulator.Poll{At: at.Add(110 * time.Millisecond), Status: 200})
+		}, "polled 2 times within 800ms"},
 		{"left over", func(o *chaos.Observed) {
 			o.Streams[0].Msgs = 3
 			o.Consumers[0].AckPending = 1
@@ -253,6 +258,16 @@ func TestCheckFindsViolations(t *testing.T) {
 			t.Errorf("violations %q, want one with %q", r.Violations, tt.want)
 		})
 	}
+
+	t.Run("401 poll retried at once", func(t *testing.T) {
+		obs := cleanRun(plan, start)
+		op := &obs.Operations[0]
+		// The first poll was answered 401 and retried with a fresh token 1ms later.
+		op.Polls = append([]emulator.Poll{{At: op.Polls[0].At.Add(-time.Millisecond), Status: 401}}, op.Polls...)
+		if r := chaos.Check(plan, obs, checkOptions); len(r.Violations) != 0 {
+			t.Errorf("violations %q, want none", r.Violations)
+		}
+	})
 
 	t.Run("second call in flight at a kill", func(t *testing.T) {
 		obs := cleanRun(plan, start)
