@@ -68,6 +68,10 @@ func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) 
 	cfg.Token, cfg.TokenFile = devToken, ""
 	// Follow the samples' operations to their end, quickly enough to watch.
 	cfg.Follow, cfg.FollowInterval = true, 5*time.Second
+	// JetStream reserves each stream's limit on the disk up front: a throw-away store needs little.
+	const devBytes = 64 << 20
+	cfg.RequestMaxBytes, cfg.ResultMaxBytes, cfg.DeadLetterMaxBytes = devBytes, devBytes, devBytes
+	cfg.FollowMaxBytes, cfg.IdempotencyMaxBytes = devBytes, devBytes
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}

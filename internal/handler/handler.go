@@ -178,8 +178,9 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	req, err := cancelevent.ParseRequest(d.ev)
 	var invalid *cancelevent.InvalidError
 	if errors.As(err, &invalid) {
+		// No API attempt is made; the result counts the one look at the request.
 		return h.settle(ctx, d, lease, attempts, h.result(req, cancelevent.Failed, cancelevent.ResultData{
-			Attempts: attempts,
+			Attempts: max(attempts, 1),
 			Error:    &cancelevent.ErrorData{Code: cancelevent.CodeInvalidRequest, Message: invalid.Reason},
 		}))
 	}
@@ -324,23 +325,37 @@ func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entr
 			return h.infraRetry(d, "result not stored", err)
 		}
 	}
-	next := entry.State
-	next.ResultSeq, next.RequestSeq = seq, d.meta.Sequence.Stream
-	if next.Follow != nil && !next.Follow.Scheduled {
-		if err := h.cfg.Follow.Schedule(ctx, d.key, next.Follow.Location); err != nil {
+	scheduled := false
+	if entry.Follow != nil && !entry.Follow.Scheduled {
+		if err := h.cfg.Follow.Schedule(ctx, d.key, entry.Follow.Location); err != nil {
 			return h.infraRetry(d, "follow not scheduled", err)
 		}
-		f := *next.Follow
-		f.Scheduled = true
-		next.Follow = &f
+		scheduled = true
 	}
-	if _, err := h.store.Update(ctx, d.key, next, entry.Revision); err != nil && !errors.Is(err, state.ErrConflict) {
-		// The result is stored; without the mark, a redelivery stores it again under the same id,
-		// which the result stream drops inside its duplicate window.
-		return h.infraRetry(d, "result stored, state not updated", err)
+	// Record where the result is and that following is scheduled. Following may have moved the
+	// record on meanwhile (a short first poll): then the marks go on top of the newer record.
+	for range 2 {
+		next := entry.State
+		next.ResultSeq, next.RequestSeq = seq, d.meta.Sequence.Stream
+		if scheduled && next.Follow != nil {
+			f := *next.Follow
+			f.Scheduled = true
+			next.Follow = &f
+		}
+		_, err := h.store.Update(ctx, d.key, next, entry.Revision)
+		if !errors.Is(err, state.ErrConflict) {
+			if err != nil {
+				// The result is stored; without the mark, a redelivery stores it again under the
+				// same id, which the result stream drops inside its duplicate window.
+				return h.infraRetry(d, "result stored, state not updated", err)
+			}
+			return worker.Ack()
+		}
+		if entry, err = h.store.Get(ctx, d.key); err != nil {
+			return h.infraRetry(d, "result stored, state not updated", err)
+		}
 	}
-	// A conflict means someone moved the state on (following ended meanwhile): nothing to add.
-	return worker.Ack()
+	return h.infraRetry(d, "result stored, state changing", state.ErrConflict)
 }
 
 // result builds a result event and logs the outcome.

@@ -123,16 +123,18 @@ func startBroker(t *testing.T) (jetstream.JetStream, jetstream.Consumer) {
 	_, js := ns.Connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := broker.Provision(ctx, js, broker.Topology{
+	bound, err := broker.Provision(ctx, js, broker.Topology{
 		RequestStream: requestStream, RequestSubject: requestSubject,
 		ResultStream: resultStream, ResultSubjectPrefix: resultPrefix,
 		DeadLetterStream: "CPCANCEL_DEADLETTER", DeadLetterSubject: "cloudpartner.cancel.deadletter",
-		Consumer: "cpcancel", AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 1000,
+		Consumer: "cpcancel", AckWait: 30 * time.Second,
+		RequestMaxBytes: 64 << 20, ResultMaxBytes: 64 << 20, DeadLetterMaxBytes: 64 << 20,
+		Bucket: "CPCANCEL_IDEMPOTENCY", BucketTTL: time.Hour, BucketMaxBytes: 64 << 20,
 	})
 	if err != nil {
 		t.Fatalf("provision: %v", err)
 	}
-	return js, c
+	return js, bound.Requests
 }
 
 // published is how many requests ever reached the request stream (a work queue: its last

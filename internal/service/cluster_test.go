@@ -29,7 +29,7 @@ func TestReplicasStartTogether(t *testing.T) {
 	env := map[string]string{
 		"CPCANCEL_NATS_URL": cluster.ClientURLs(), "CPCANCEL_REPLICAS": "3",
 		"CPCANCEL_CLOUDPARTNER_BASE_URL": hs.URL, "CPCANCEL_CLOUDPARTNER_TOKEN": testToken,
-		"CPCANCEL_HTTP_ADDR": "127.0.0.1:0", "CPCANCEL_CONCURRENCY": "4", "CPCANCEL_SHUTDOWN_TIMEOUT": "5s",
+		"CPCANCEL_HTTP_ADDR": "127.0.0.1:0", "CPCANCEL_CONCURRENCY": "4", "CPCANCEL_HTTP_TIMEOUT": "2s", "CPCANCEL_SHUTDOWN_TIMEOUT": "12s",
 	}
 
 	started := time.Now()

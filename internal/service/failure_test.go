@@ -139,7 +139,7 @@ func TestSIGTERMMidRun(t *testing.T) {
 		t.Skip("starts and stops processes")
 	}
 	st, env := failureStack(t, 100*time.Millisecond)
-	env["CPCANCEL_SHUTDOWN_TIMEOUT"] = "10s"
+	env["CPCANCEL_SHUTDOWN_TIMEOUT"] = "12s"
 	first := startChild(t, env)
 	offers := publishMany(t, st, "term", 200)
 	waitCount(t, st, "CPCANCEL_RESULTS", 30, 30*time.Second)
@@ -151,8 +151,8 @@ func TestSIGTERMMidRun(t *testing.T) {
 		t.Fatalf("cpcancel exited with %v after SIGTERM, want exit 0", err)
 	}
 	took := time.Since(sent)
-	if took > 10*time.Second+5*time.Second {
-		t.Errorf("exit took %s, longer than the 10s grace period allows", took)
+	if took > 12*time.Second+5*time.Second {
+		t.Errorf("exit took %s, longer than the 12s grace period allows", took)
 	}
 	startChild(t, env)
 	if twice := checkExactlyOnce(t, st, offers); twice != 0 {

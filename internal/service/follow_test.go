@@ -23,7 +23,8 @@ func followStack(t *testing.T, opDuration time.Duration) *stack {
 	return &stack{nats: ns, js: js, emu: emu, emuURL: hs.URL}
 }
 
-var followEnv = map[string]string{"CPCANCEL_FOLLOW": "true", "CPCANCEL_FOLLOW_INTERVAL": "100ms", "CPCANCEL_FOLLOW_TIMEOUT": "20s"}
+var followEnv = map[string]string{"CPCANCEL_FOLLOW": "true", "CPCANCEL_FOLLOW_INTERVAL": "100ms", "CPCANCEL_FOLLOW_TIMEOUT": "20s",
+	"CPCANCEL_FOLLOW_FIRST_POLL": "100ms"}
 
 func TestFollow(t *testing.T) {
 	st := followStack(t, 300*time.Millisecond)
@@ -78,7 +79,8 @@ func TestFollow(t *testing.T) {
 
 func TestFollowTimeout(t *testing.T) {
 	st := followStack(t, time.Hour)
-	env := map[string]string{"CPCANCEL_FOLLOW": "true", "CPCANCEL_FOLLOW_INTERVAL": "100ms", "CPCANCEL_FOLLOW_TIMEOUT": "500ms"}
+	env := map[string]string{"CPCANCEL_FOLLOW": "true", "CPCANCEL_FOLLOW_INTERVAL": "100ms", "CPCANCEL_FOLLOW_TIMEOUT": "500ms",
+		"CPCANCEL_FOLLOW_FIRST_POLL": "100ms"}
 	st.svc = startService(t, st.env(env))
 	st.publish(t, cenats.Binary, request(t, "/test", "slow", "contoso", "slow-offer"))
 	rs := st.waitStream(t, "CPCANCEL_RESULTS", 2, 10*time.Second)

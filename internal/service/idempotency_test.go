@@ -1,17 +1,12 @@
 package service_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
-	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/emulator"
-	"github.com/cpcancel/cpcancel/internal/handler"
-	"github.com/cpcancel/cpcancel/internal/service"
 )
 
 // TestDuplicateRequests publishes one request three times at once, then once more after its
@@ -87,33 +82,5 @@ func waitMetric(t *testing.T, st *stack, name string, want float64) {
 			t.Fatalf("%s = %v after 20s, want %v", name, got, want)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// TestMaxDeliveriesAdvisory lowers the consumer's MaxDeliver to 1 behind cpcancel's back: a request
-// handed back for a retry is then never redelivered, and the advisory turns it into a failed result.
-func TestMaxDeliveriesAdvisory(t *testing.T) {
-	st := startStack(t, nil)
-	cfg, err := config.Load() // the stack's environment
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := service.Topology(cfg).ConsumerConfig()
-	cc.MaxDeliver = 1
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := st.js.UpdateConsumer(ctx, cfg.RequestStream, cc); err != nil {
-		t.Fatal(err)
-	}
-	st.emu.Inject(emulator.Fault{Status: 503})
-	st.publish(t, cenats.Binary, request(t, "/test", "undeliverable", "contoso", "contoso-offer"))
-
-	r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 15*time.Second)[0]
-	if r.ev.Type() != cancelevent.Failed.Type() || r.data.Attempts != 1 || r.data.Error == nil || r.data.Error.Code != handler.CodeMaxDeliveries {
-		t.Errorf("result %s %+v error %+v", r.ev.Type(), r.data, r.data.Error)
-	}
-	waitEmpty(t, st, cfg.RequestStream)
-	if n := st.emu.CancelCount("contoso", "contoso-offer"); n != 1 {
-		t.Errorf("API called %d times, want 1", n)
 	}
 }

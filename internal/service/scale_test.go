@@ -61,8 +61,8 @@ func TestScaleOut(t *testing.T) {
 			"CPCANCEL_CLOUDPARTNER_TOKEN":    testToken,
 			"CPCANCEL_HTTP_ADDR":             addrs[i],
 			"CPCANCEL_CONCURRENCY":           strconv.Itoa(concurrency),
-			"CPCANCEL_HTTP_TIMEOUT":          "2s", // lease 19s, under AckWait (30s)
-			"CPCANCEL_SHUTDOWN_TIMEOUT":      "5s",
+			"CPCANCEL_HTTP_TIMEOUT":          "2s", // lease 24s, under AckWait (30s)
+			"CPCANCEL_SHUTDOWN_TIMEOUT":      "12s",
 			"CPCANCEL_LOG_LEVEL":             "warn",
 		})
 	}

@@ -5,16 +5,15 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,14 +25,13 @@ import (
 	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/follow"
 	"github.com/cpcancel/cpcancel/internal/handler"
-	"github.com/cpcancel/cpcancel/internal/idempotency"
 	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/results"
+	"github.com/cpcancel/cpcancel/internal/state"
 	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
 const (
-	// publishTimeout bounds one result publish; a failed publish is retried by redelivery.
-	publishTimeout = 5 * time.Second
 	// ackWait is how long JetStream waits for news of a delivery before redelivering it. Workers
 	// report progress every heartbeat, so it bounds how soon a crashed worker's message is
 	// redelivered, not how long one request may take.
@@ -41,15 +39,10 @@ const (
 	heartbeat = ackWait / 3
 	// followConcurrency bounds polls in flight; a poll is one short GET.
 	followConcurrency = 4
+	// skewMargin is added to the lease time a worker must have left to call the API: the
+	// replicas' clocks may disagree by that much.
+	skewMargin = 5 * time.Second
 )
-
-// leaseTTL bounds how long one worker may hold a request: the longest legitimate processing of one
-// delivery (an API call, its one retry after a 401, the record and the result publish) plus a
-// margin. After a crash, the request waits this long at most before another worker may call the
-// API for it.
-func leaseTTL(cfg config.Config) time.Duration {
-	return 2*cfg.HTTPTimeout + 2*publishTimeout + 5*time.Second
-}
 
 // Service is one cpcancel instance. Create it with New and call Run once.
 type Service struct {
@@ -80,8 +73,9 @@ func (s *Service) HTTPURL() string { return s.httpURL }
 // Registry is the registry holding the service's metrics.
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
-// Run serves until ctx is done, then shuts down in order: stop pulling, let in-flight requests
-// finish (each waits for its result's publish ack) within the grace period, drain the NATS
+// Run serves until ctx is done, then shuts down in this order: stop taking messages (the pools
+// hand back what they took and did not start), let in-flight requests finish (each waits for its
+// state writes and its result's publish ack) within CPCANCEL_SHUTDOWN_TIMEOUT, drain the NATS
 // connection, stop the HTTP server, stop the embedded NATS server.
 func (s *Service) Run(ctx context.Context) (err error) {
 	cfg := s.cfg
@@ -108,9 +102,9 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}()
 
 	url := cfg.NATSURL
-	var embedded *server.Server
 	if url == "" {
-		if embedded, err = broker.StartEmbedded(cfg.EmbeddedListen, cfg.DataDir); err != nil {
+		embedded, err := broker.StartEmbedded(cfg.EmbeddedListen, cfg.DataDir)
+		if err != nil {
 			return err
 		}
 		url = embedded.ClientURL()
@@ -136,21 +130,19 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	topo := Topology(cfg)
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelSetup()
-	consumer, err := s.consumer(setupCtx, js, topo)
+	topo := Topology(cfg)
+	bind := broker.Bind
+	if cfg.Provision {
+		bind = broker.Provision
+	}
+	bound, err := bind(setupCtx, js, topo)
 	if err != nil {
 		return err
 	}
+	metrics.RegisterStorage(s.registry, streamUsage(js, storageStreams(cfg)))
 
-	store, err := idempotency.Open(setupCtx, js, idempotency.Config{
-		Bucket: cfg.IdempotencyKV, TTL: cfg.IdempotencyTTL, Lease: leaseTTL(cfg), Provision: cfg.Provision,
-		Replicas: cfg.Replicas,
-	})
-	if err != nil {
-		return err
-	}
 	tokens, tokenDesc, err := tokenSource(cfg)
 	if err != nil {
 		return err
@@ -164,37 +156,37 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("CPCANCEL_CLOUDPARTNER_BASE_URL: %w", err)
 	}
+	store := state.New(js, bound.Bucket, config.PublishTimeout)
+	out := results.New(results.Config{SubjectPrefix: cfg.ResultSubject, DeadLetterSubject: cfg.DeadLetter, Mode: mode,
+		Timeout: config.PublishTimeout, Logger: s.log}, js, m)
 	hcfg := handler.Config{
-		Source: cfg.Source, ResultSubjectPrefix: cfg.ResultSubject, DeadLetterSubject: cfg.DeadLetter,
-		Mode: mode, MaxAttempts: cfg.MaxAttempts, MaxRequestBytes: cfg.MaxRequestBytes,
-		PublishTimeout: publishTimeout, Heartbeat: heartbeat, Logger: s.log,
+		Source: cfg.Source, MaxAttempts: cfg.MaxAttempts, MaxRequestBytes: cfg.MaxRequestBytes,
+		Holder: holderName(), Lease: cfg.Lease(), CallBudget: cfg.HTTPTimeout + config.PublishTimeout + skewMargin,
+		FollowFirstPoll: cfg.FollowFirstPoll, FollowTimeout: cfg.FollowTimeout, Logger: s.log,
 	}
-	var follower *follow.Follower
-	var followPool *worker.Pool
+	pools := []*pool{{name: "requests", consumer: bound.Requests, concurrency: cfg.Concurrency}}
 	if cfg.Follow {
-		follower = follow.New(follow.Config{
-			Subject: cfg.FollowSubject, Source: cfg.Source, ResultSubjectPrefix: cfg.ResultSubject, Mode: mode,
-			Interval: cfg.FollowInterval, Timeout: cfg.FollowTimeout, PublishTimeout: publishTimeout, Logger: s.log,
-		}, api, js, m)
-		hcfg.Follow = follower.Start
-		fc, err := s.followConsumer(setupCtx, js, topo)
-		if err != nil {
-			return err
-		}
-		if followPool, err = worker.Start(fc, followConcurrency, cfg.ShutdownTimeout, s.log); err != nil {
-			return err
-		}
+		follower := follow.New(follow.Config{
+			Subject: cfg.FollowSubject, Source: cfg.Source, Interval: cfg.FollowInterval, Timeout: cfg.FollowTimeout,
+			PublishTimeout: config.PublishTimeout, Logger: s.log,
+		}, api, store, js, out)
+		hcfg.Follow = follower
+		pools = append(pools, &pool{name: "follow", consumer: bound.Follow, concurrency: followConcurrency, decide: follower.Decide})
 	}
-	h := handler.New(hcfg, api, js, store, m)
+	pools[0].decide = handler.New(hcfg, api, store, out, m).Decide
+	for _, p := range pools {
+		p.Pool = worker.New(p.consumer, worker.Config{Concurrency: p.concurrency, Grace: cfg.ShutdownTimeout,
+			Heartbeat: heartbeat, Logger: s.log, Name: p.name})
+	}
 
-	if err := s.watchExhausted(ctx, nc, js, h); err != nil {
-		return err
+	consuming := func() bool {
+		for _, p := range pools {
+			if !p.Consuming() {
+				return false
+			}
+		}
+		return true
 	}
-	pool, err := worker.Start(consumer, cfg.Concurrency, cfg.ShutdownTimeout, s.log)
-	if err != nil {
-		return err
-	}
-	consuming := func() bool { return pool.Consuming() && (followPool == nil || followPool.Consuming()) }
 	srv := &http.Server{Handler: s.routes(nc, consuming), ReadHeaderTimeout: 5 * time.Second}
 	httpErr := make(chan error, 1)
 	serving = true
@@ -217,71 +209,39 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			stopRun()
 		}
 	}()
-	followDone := make(chan error, 1)
-	if followPool != nil {
+	// The pools run whole or not at all: one stopping stops the others.
+	errs := make(chan error, len(pools))
+	for _, p := range pools {
 		go func() {
-			err := followPool.Run(runCtx, follower.Handle)
-			stopRun() // the service runs whole or not at all
-			followDone <- err
+			err := p.Run(runCtx, p.decide)
+			stopRun()
+			errs <- err
 		}()
-	} else {
-		followDone <- nil
 	}
-	runErr := pool.Run(runCtx, h.Handle)
-	stopRun()
-	runErr = errors.Join(runErr, <-followDone)
-	s.log.Info("stopped pulling; draining NATS connection")
+	var runErr error
+	for range pools {
+		runErr = errors.Join(runErr, <-errs)
+	}
+	s.log.Info("stopped taking messages, in-flight work done; draining NATS connection")
 	if err := drain(nc, 10*time.Second); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
 	return runErr
 }
 
-func (s *Service) followConsumer(ctx context.Context, js jetstream.JetStream, topo broker.Topology) (jetstream.Consumer, error) {
-	if s.cfg.Provision {
-		return broker.ProvisionFollow(ctx, js, topo)
-	}
-	return broker.BindFollow(ctx, js, topo)
+// pool is one consumer's worker pool and what decides its messages.
+type pool struct {
+	*worker.Pool
+	name        string
+	consumer    jetstream.Consumer
+	concurrency int
+	decide      worker.DecideFunc
 }
 
-func (s *Service) consumer(ctx context.Context, js jetstream.JetStream, topo broker.Topology) (jetstream.Consumer, error) {
-	if s.cfg.Provision {
-		return broker.Provision(ctx, js, topo)
-	}
-	return broker.Bind(ctx, js, topo)
-}
-
-// watchExhausted subscribes to JetStream's max-deliveries advisory of the consumer, so that a
-// request whose deliveries ran out without being settled (a worker crashing on it each time, a
-// MaxDeliver set too low) still gets a failed result. Advisories are not stored: one sent while
-// no replica runs is missed, and its request stays in the stream for an operator to see.
-func (s *Service) watchExhausted(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, h *handler.Handler) error {
-	cfg := s.cfg
-	stream, err := js.Stream(ctx, cfg.RequestStream)
-	if err != nil {
-		return fmt.Errorf("request stream %s: %w", cfg.RequestStream, err)
-	}
-	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", cfg.RequestStream, cfg.Consumer)
-	_, err = nc.Subscribe(subject, func(m *nats.Msg) {
-		var adv struct {
-			StreamSeq  uint64 `json:"stream_seq"`
-			Deliveries uint64 `json:"deliveries"`
-		}
-		if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
-			s.log.Error("unreadable max-deliveries advisory", "err", err)
-			return
-		}
-		s.log.Warn("request ran out of deliveries", "stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if err := h.Exhausted(actx, stream, cfg.RequestStream, adv.StreamSeq, adv.Deliveries); err != nil {
-			s.log.Error("could not answer exhausted request", "stream_seq", adv.StreamSeq, "err", err)
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", subject, err)
-	}
-	return nil
+// holderName names this process in the leases it holds, for operators reading the bucket.
+func holderName() string {
+	host, _ := os.Hostname()
+	return host + "/" + strconv.Itoa(os.Getpid())
 }
 
 // tokenSource is the static token, else the token file, else Azure credentials from the

@@ -56,7 +56,7 @@ func (st *stack) env(extra map[string]string) map[string]string {
 		"CPCANCEL_HTTP_ADDR":             "127.0.0.1:0",
 		"CPCANCEL_CONCURRENCY":           "4",
 		"CPCANCEL_HTTP_TIMEOUT":          "5s",
-		"CPCANCEL_SHUTDOWN_TIMEOUT":      "5s",
+		"CPCANCEL_SHUTDOWN_TIMEOUT":      "15s",
 	}
 	for k, v := range extra {
 		env[k] = v
