@@ -266,9 +266,12 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 		st.Phase = state.Following
 		st.Follow = &state.Follow{Location: loc, FirstPoll: now.Add(h.cfg.FollowFirstPoll), Deadline: now.Add(h.cfg.FollowTimeout)}
 	}
+	// The answer is in hand: record it even when the grace period ran out meanwhile (a few
+	// bounded writes), since a lost answer costs a second API call.
+	wctx := context.WithoutCancel(ctx)
 	var entry state.Entry
 	for try := 1; ; try++ {
-		entry, err = lease.Settle(ctx, st)
+		entry, err = lease.Settle(wctx, st)
 		if err == nil {
 			break
 		}
@@ -280,12 +283,13 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 			return worker.Nak(h.cfg.RetryBase, "lease lost")
 		}
 		delay := h.backoff(try)
-		h.log.Warn("could not record the answer, trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil && try >= 3 {
+			h.log.Error("answer not recorded before shutdown; the request may be sent to the API again",
+				"request_id", d.ev.ID(), "result_id", result.ID(), "err", err)
 			return worker.Nak(h.cfg.RetryBase, "shutting down")
-		case <-time.After(delay):
 		}
+		h.log.Warn("could not record the answer, trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
+		time.Sleep(delay)
 	}
 	return h.storeResult(ctx, d, entry)
 }

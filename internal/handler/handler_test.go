@@ -481,3 +481,33 @@ func TestStateHoldsTheStoredResult(t *testing.T) {
 		t.Errorf("stored %v, recorded %s", res, recorded.ID())
 	}
 }
+
+// Regression: an answer that arrived as the shutdown grace period ran out was dropped with the
+// lease, and the next instance called the API again. The answer is recorded all the same; the
+// redelivery stores its result without a call.
+func TestAnswerAfterGraceIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	api := &apiFunc{answer: func(int) (cloudpartner.Accepted, error) {
+		cancel() // the grace period runs out while the answer is on its way
+		return cloudpartner.Accepted{StatusCode: 200}, nil
+	}}
+	h := e.handler(api)
+	e.publish("r1", valid)
+	msg := e.next()
+	if d := h.Decide(ctx, msg); d.Kind != worker.KindNak {
+		t.Fatalf("decision at shutdown %+v, want a Nak", d)
+	}
+	if st := e.state("r1"); st.Phase != state.Answered {
+		t.Fatalf("state %s after the answer, want answered", st.Phase)
+	}
+	if err := msg.Nak(); err != nil {
+		t.Fatal(err)
+	}
+	if d := h.Decide(context.Background(), e.next()); d.Kind != worker.KindAck {
+		t.Fatalf("redelivery: %+v", d)
+	}
+	if n := len(e.results()); n != 1 || api.calls.Load() != 1 {
+		t.Errorf("%d results, %d API calls; want 1 and 1", n, api.calls.Load())
+	}
+}
