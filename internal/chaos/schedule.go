@@ -102,7 +102,8 @@ type ScheduleOptions struct {
 	HTTPTimeout time.Duration
 }
 
-// NewSchedule plans the faults of a run from seed: one of every kind first, in random order, then
+// NewSchedule plans the faults of a run from seed: one of every kind first, in random order (a kind
+// whose resource is busy waits for a later turn), then
 // random kinds, a few seconds apart, each lasting as its kind does (processes down 1-5s, storms
 // 5-20s, state outages 20-40s), none outlasting the run, and no two holding one resource (a
 // replica, nats-server, the API's fault rates, its latency, the state bucket) at once. Faults
@@ -117,7 +118,8 @@ func NewSchedule(seed uint64, o ScheduleOptions) []Fault {
 	at := 2*time.Second + between(rng, 0, time.Second)
 	for at < end-time.Second {
 		var kind Kind
-		if len(first) > 0 {
+		fromFirst := len(first) > 0
+		if fromFirst {
 			kind, first = first[0], first[1:]
 		} else {
 			kind = pick(rng)
@@ -145,9 +147,12 @@ func NewSchedule(seed uint64, o ScheduleOptions) []Fault {
 			f.Target = rng.IntN(max(o.Replicas, 1))
 		}
 		f.For = min(f.For, end-at)
-		if busy[kind.resource(f.Target)] <= at && f.For > 0 {
+		switch {
+		case busy[kind.resource(f.Target)] <= at && f.For > 0:
 			busy[kind.resource(f.Target)] = at + f.For
 			out = append(out, f)
+		case fromFirst:
+			first = append(first, kind) // every kind gets its turn: try it again later
 		}
 		at += between(rng, 1500*time.Millisecond, 4*time.Second)
 	}
