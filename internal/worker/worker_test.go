@@ -25,9 +25,9 @@ const (
 	subject      = "requests.test"
 )
 
-// env is one embedded server with a work-queue stream and a durable pull consumer.
+// env is a work-queue stream with a durable pull consumer, on an embedded server or cluster.
 type env struct {
-	ns       *natstest.Server
+	ns       *natstest.Server // nil on a cluster
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	stream   jetstream.Stream
@@ -35,19 +35,38 @@ type env struct {
 	dropped  atomic.Int32 // slow-consumer errors: messages nats.go dropped
 }
 
+// newEnv starts a server with a stream and a consumer whose AckWait is ackWait.
 func newEnv(t *testing.T, ackWait time.Duration) *env {
 	t.Helper()
 	ns := natstest.Start(t)
-	e := &env{ns: ns}
-	nc, js := ns.ConnectWith(t, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrSlowConsumer) {
-			e.dropped.Add(1)
-		}
-	}))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	e := connectEnv(t, ns.ClientURL(), 1, ackWait)
+	e.ns = ns
+	return e
+}
+
+// connectEnv connects to urls, reconnecting for ever, and creates the stream and the consumer with
+// replicas copies each.
+func connectEnv(t *testing.T, urls string, replicas int, ackWait time.Duration) *env {
+	t.Helper()
+	e := &env{}
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				e.dropped.Add(1)
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: streamName, Subjects: []string{"requests.>"},
+		Name: streamName, Subjects: []string{"requests.>"}, Replicas: replicas,
 		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
@@ -55,6 +74,7 @@ func newEnv(t *testing.T, ackWait time.Duration) *env {
 	}
 	consumer, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: consumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: -1,
+		Replicas: replicas,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -309,15 +329,39 @@ func TestConcurrencyBound(t *testing.T) {
 // the overflow was dropped as a slow consumer); they came back only after AckWait, 30s here. With
 // 2 goroutines and a decision that outlasts the restart, the old pool lost one every time.
 func TestServerRestartLosesNoMessage(t *testing.T) {
-	const total, concurrency = 200, 2
 	e := newEnv(t, 30*time.Second)
-	e.publish(t, total)
+	testLosesNoMessage(t, e, func() { e.ns.Restart(t) })
+}
 
+// A consumer leader change ends the pull requests parked at the old leader, as a restart does.
+func TestConsumerLeaderChangeLosesNoMessage(t *testing.T) {
+	cluster := natstest.StartCluster(t, 3)
+	e := connectEnv(t, cluster.ClientURLs(), 3, 30*time.Second)
+	testLosesNoMessage(t, e, func() {
+		before := e.consumerInfo(t).Cluster.Leader
+		subj := fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", streamName, consumerName)
+		if _, err := e.nc.Request(subj, nil, 10*time.Second); err != nil {
+			t.Fatalf("consumer leader stepdown: %v", err)
+		}
+		waitFor(t, 10*time.Second, "a new consumer leader", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			info, err := e.consumer.Info(ctx)
+			return err == nil && info.Cluster != nil && info.Cluster.Leader != "" && info.Cluster.Leader != before
+		})
+	})
+}
+
+// testLosesNoMessage disrupts the server side twice: while a pool of 2 waits idle for messages,
+// and again halfway through 200 messages that it decides in 30ms each. Every message must still
+// be decided within 20s, before AckWait (30s) would bring back one that the client lost, and none more
+// than twice.
+func testLosesNoMessage(t *testing.T, e *env, disrupt func()) {
+	const total, concurrency = 200, 2
 	var mu sync.Mutex
 	decided := map[uint64]int{} // stream sequence -> decisions
 	half := make(chan struct{})
 	p := worker.New(e.consumer, worker.Config{Concurrency: concurrency, Grace: time.Second})
-	start := time.Now()
 	run(t, p, func(ctx context.Context, msg jetstream.Msg) worker.Decision {
 		seq := meta(t, msg).Sequence.Stream
 		mu.Lock()
@@ -329,20 +373,24 @@ func TestServerRestartLosesNoMessage(t *testing.T) {
 		time.Sleep(30 * time.Millisecond)
 		return worker.Ack()
 	})
+	waitFor(t, 10*time.Second, "a pull request waiting", func() bool { return e.consumerInfo(t).NumWaiting > 0 })
+	disrupt()
 
+	start := time.Now()
+	e.publish(t, total)
 	select {
 	case <-half:
 	case <-time.After(15 * time.Second):
 		t.Fatal("half the messages not decided")
 	}
-	e.ns.Restart(t)
+	disrupt()
 
-	// Far less than AckWait: a message lost to the restart would not be back in time.
-	waitFor(t, time.Until(start.Add(15*time.Second)), "every message decided", func() bool {
+	waitFor(t, time.Until(start.Add(20*time.Second)), "every message decided", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(decided) == total
 	})
+	t.Logf("all decided %s after publishing began", time.Since(start).Round(time.Millisecond))
 	mu.Lock()
 	defer mu.Unlock()
 	for seq, n := range decided {
@@ -354,7 +402,7 @@ func TestServerRestartLosesNoMessage(t *testing.T) {
 		t.Errorf("the client dropped %d messages as a slow consumer", n)
 	}
 	if !p.Consuming() {
-		t.Error("pool not consuming after the restart")
+		t.Error("pool not consuming after the disruptions")
 	}
 }
 
