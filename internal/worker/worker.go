@@ -30,9 +30,11 @@ type Decision struct {
 // Kind is how a message is settled.
 type Kind int
 
+// The kinds start at 1, so that a Decision left at its zero value is invalid (the pool logs it
+// and hands the message back) rather than an Ack.
 const (
 	// KindAck acknowledges the message: JetStream does not deliver it again.
-	KindAck Kind = iota
+	KindAck Kind = iota + 1
 	// KindNak hands the message back: JetStream delivers it again after Decision.Delay.
 	KindNak
 	// KindTerm ends the message's deliveries for good, with Decision.Reason in JetStream's advisory.
