@@ -212,7 +212,9 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		return f.retry(ctx, meta, "poll record not read", err), nil
 	case rec.Terminal:
 		return end(ended(rec.Poll))
-	case now.After(e.Follow.Deadline):
+	case now.After(e.Follow.Deadline) && rec.Revision != 0 && rec.LastPoll.After(e.Follow.Deadline):
+		// Polled since the deadline and still not ended. Before that, the deadline alone ends
+		// nothing: an outage may have kept every poll back, so the last word is a fresh poll's.
 		return end(f.timedOut(rec.Status))
 	case rec.Revision != 0 && now.Before(rec.LastPoll.Add(f.cfg.Interval)):
 		return worker.Nak(rec.LastPoll.Add(f.cfg.Interval).Sub(now)+jitter(time.Second), "operation polled recently"), nil
@@ -240,10 +242,15 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		if p.Terminal {
 			return end(ended(p))
 		}
+		if now.After(e.Follow.Deadline) {
+			return end(f.timedOut(op.Status))
+		}
 		f.log.Debug("operation not finished", "key", key, "status", op.Status)
 		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation "+op.Status), nil
 	case errors.As(err, &apiErr) && !apiErr.Transient:
 		return end(permanent(apiErr))
+	case now.After(e.Follow.Deadline):
+		return end(f.timedOut(rec.Status))
 	default:
 		f.log.Warn("operation status not read, polling again", "key", key, "err", err)
 		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation status not read"), nil
