@@ -179,7 +179,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	var invalid *cancelevent.InvalidError
 	if errors.As(err, &invalid) {
 		// No API attempt is made; the result counts the one look at the request.
-		return h.settle(ctx, d, lease, attempts, h.result(req, cancelevent.Failed, cancelevent.ResultData{
+		return h.settle(ctx, d, lease, attempts, "", h.result(req, cancelevent.Failed, cancelevent.ResultData{
 			Attempts: max(attempts, 1),
 			Error:    &cancelevent.ErrorData{Code: cancelevent.CodeInvalidRequest, Message: invalid.Reason},
 		}))
@@ -201,7 +201,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		if accepted.StatusCode == http.StatusAccepted {
 			outcome = cancelevent.Cancelling
 		}
-		return h.settle(ctx, d, lease, attempts+1, h.result(req, outcome, cancelevent.ResultData{
+		return h.settle(ctx, d, lease, attempts+1, accepted.Location, h.result(req, outcome, cancelevent.ResultData{
 			StatusCode: accepted.StatusCode, Location: accepted.Location, OperationID: accepted.OperationID,
 			CorrelationID: accepted.CorrelationID, Attempts: attempts + 1,
 		}))
@@ -234,7 +234,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		}
 		return worker.Nak(delay, apiErr.Code)
 	}
-	return h.settle(ctx, d, lease, attempts, h.result(req, cancelevent.Failed, cancelevent.ResultData{
+	return h.settle(ctx, d, lease, attempts, "", h.result(req, cancelevent.Failed, cancelevent.ResultData{
 		StatusCode: apiErr.StatusCode, CorrelationID: apiErr.CorrelationID, Attempts: attempts,
 		Error: &cancelevent.ErrorData{Code: apiErr.Code, Message: apiErr.Message},
 	}))
@@ -250,21 +250,22 @@ func (h *Handler) giveBack(ctx context.Context, d *delivery, lease *state.Lease,
 	return worker.Nak(delay, reason)
 }
 
-// settle records the result, after attempts API attempts, under the lease, then stores and acknowledges it. The record is
+// settle records the result, after attempts API attempts, under the lease (location is the
+// operation to follow, if any), then stores and acknowledges it. The record is
 // written before anything is published: from then on every delivery and re-send is answered from
 // it, and the API is never called again for the request. Writing it is retried for as long as the
 // message may be held, since a failure would otherwise cost a second API call.
-func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, attempts int, result *event.Event) worker.Decision {
+func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, attempts int, location string, result *event.Event) worker.Decision {
 	recorded, err := cenats.MarshalStructured(result)
 	if err != nil {
 		h.log.Error("could not encode result", "result_id", result.ID(), "err", err)
 		return h.giveBack(ctx, d, lease, lease.State().Attempts, "result not encoded", err)
 	}
-	st := state.State{Phase: state.Answered, Attempts: attempts, Result: recorded}
-	if loc := locationOf(result); h.cfg.Follow != nil && loc != "" {
+	st := state.State{Phase: state.Answered, Attempts: attempts, Result: recorded, RequestSeq: d.meta.Sequence.Stream}
+	if h.cfg.Follow != nil && location != "" {
 		now := time.Now()
 		st.Phase = state.Following
-		st.Follow = &state.Follow{Location: loc, FirstPoll: now.Add(h.cfg.FollowFirstPoll), Deadline: now.Add(h.cfg.FollowTimeout)}
+		st.Follow = &state.Follow{Location: location, FirstPoll: now.Add(h.cfg.FollowFirstPoll), Deadline: now.Add(h.cfg.FollowTimeout)}
 	}
 	// The answer is in hand: record it even when the grace period ran out meanwhile (a few
 	// bounded writes), since a lost answer costs a second API call.
@@ -291,56 +292,69 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 		h.log.Warn("could not record the answer, trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
 		time.Sleep(delay)
 	}
-	return h.storeResult(ctx, d, entry)
+	return h.storeResult(ctx, d, entry, result)
 }
 
-// answerFromState answers a delivery of a request that is settled: it stores the recorded result
-// unless this very message's result is stored already, and finishes what a crash may have left
-// undone (the mark, the follow task).
+// answerFromState answers a delivery of a request that is settled. A redelivery of the message
+// whose result is recorded as stored is acked, nothing stored again, however late it comes.
+// Anything else (a re-send by the publisher, or a redelivery after a crash) stores the recorded
+// results again, under the same ids, and finishes what may have been left undone: scheduling
+// the follow task.
 func (h *Handler) answerFromState(ctx context.Context, d *delivery, entry state.Entry) worker.Decision {
-	if entry.ResultSeq != 0 && entry.RequestSeq != d.meta.Sequence.Stream {
-		// A re-send by the publisher: publish the recorded results again, under the same ids.
+	if entry.ResultSeq != 0 && entry.RequestSeq == d.meta.Sequence.Stream && (entry.Follow == nil || entry.Follow.Scheduled) {
+		return worker.Ack()
+	}
+	if entry.RequestSeq != d.meta.Sequence.Stream {
 		h.rec.Duplicate()
 		h.log.Info("re-sent request answered from its record", "request_id", d.ev.ID(), "request_source", d.ev.Source())
-		if _, err := h.out.PublishRecorded(ctx, entry.Result); err != nil {
-			return h.infraRetry(d, "result not stored", err)
-		}
-		if entry.FinalSeq != 0 {
-			if _, err := h.out.PublishRecorded(ctx, entry.Final); err != nil {
-				return h.infraRetry(d, "final result not stored", err)
-			}
-		}
-		return worker.Ack()
 	}
-	if entry.ResultSeq != 0 && (entry.Follow == nil || entry.Follow.Scheduled) {
-		// A redelivery of the message whose result is stored: nothing to store again.
-		return worker.Ack()
+	if len(entry.Final) > 0 {
+		if _, err := h.out.PublishRecorded(ctx, entry.Final); err != nil {
+			return h.infraRetry(d, "final result not stored", err)
+		}
 	}
-	return h.storeResult(ctx, d, entry)
+	return h.storeResult(ctx, d, entry, nil)
 }
 
-// storeResult stores the result recorded in entry, schedules following it, and records both in the
-// state before saying to ack.
-func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entry) worker.Decision {
-	seq := entry.ResultSeq
-	if seq == 0 {
-		var err error
-		if seq, err = h.out.PublishRecorded(ctx, entry.Result); err != nil {
-			return h.infraRetry(d, "result not stored", err)
-		}
+// storeResult stores the result recorded in entry (ev, when given, is that result decoded) and
+// schedules following it, then says to ack. Where the result is stored, and that following is
+// scheduled, are recorded in the state only when JetStream does not confirm the ack: a confirmed
+// ack means the message is never delivered again, and a write per request is saved.
+func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entry, ev *event.Event) worker.Decision {
+	var seq uint64
+	var err error
+	if ev != nil {
+		seq, err = h.out.Publish(ctx, ev)
+	} else {
+		seq, err = h.out.PublishRecorded(ctx, entry.Result)
+	}
+	if err != nil {
+		return h.infraRetry(d, "result not stored", err)
 	}
 	scheduled := false
-	if entry.Follow != nil && !entry.Follow.Scheduled {
+	if entry.Follow != nil && !entry.Follow.Scheduled && entry.Phase == state.Following {
 		if err := h.cfg.Follow.Schedule(ctx, d.key, entry.Follow.Location); err != nil {
 			return h.infraRetry(d, "follow not scheduled", err)
 		}
 		scheduled = true
 	}
-	// Record where the result is and that following is scheduled. Following may have moved the
-	// record on meanwhile (a short first poll): then the marks go on top of the newer record.
-	for range 2 {
+	return worker.AckConfirmed(func(ackErr error) {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*h.cfg.CallBudget)
+		defer cancel()
+		if err := h.mark(mctx, d, entry, seq, scheduled); err != nil {
+			h.log.Warn("ack not confirmed and result not marked stored; a redelivery stores it again under the same id",
+				"request_id", d.ev.ID(), "ack_err", ackErr, "err", err)
+		}
+	})
+}
+
+// mark records in the state that the request's result is stored at seq, and that following is
+// scheduled. Following may have moved the record on meanwhile: then the marks go on
+// top of the newer record.
+func (h *Handler) mark(ctx context.Context, d *delivery, entry state.Entry, seq uint64, scheduled bool) error {
+	for range 3 {
 		next := entry.State
-		next.ResultSeq, next.RequestSeq = seq, d.meta.Sequence.Stream
+		next.ResultSeq = seq
 		if scheduled && next.Follow != nil {
 			f := *next.Follow
 			f.Scheduled = true
@@ -348,18 +362,13 @@ func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entr
 		}
 		_, err := h.store.Update(ctx, d.key, next, entry.Revision)
 		if !errors.Is(err, state.ErrConflict) {
-			if err != nil {
-				// The result is stored; without the mark, a redelivery stores it again under the
-				// same id, which the result stream drops inside its duplicate window.
-				return h.infraRetry(d, "result stored, state not updated", err)
-			}
-			return worker.Ack()
+			return err
 		}
 		if entry, err = h.store.Get(ctx, d.key); err != nil {
-			return h.infraRetry(d, "result stored, state not updated", err)
+			return err
 		}
 	}
-	return h.infraRetry(d, "result stored, state changing", state.ErrConflict)
+	return state.ErrConflict
 }
 
 // result builds a result event and logs the outcome.
@@ -398,18 +407,6 @@ func (h *Handler) backoff(n int) time.Duration {
 		d = min(h.cfg.RetryBase<<shift, h.cfg.RetryMax)
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// locationOf is the operation location of a cancelling result, "" for any other.
-func locationOf(result *event.Event) string {
-	if cancelevent.OutcomeOf(result.Type()) != cancelevent.Cancelling {
-		return ""
-	}
-	var d cancelevent.ResultData
-	if err := result.DataAs(&d); err != nil {
-		return ""
-	}
-	return d.Location
 }
 
 func headerSize(h nats.Header) int {

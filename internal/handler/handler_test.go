@@ -3,6 +3,7 @@ package handler_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,8 +285,19 @@ func TestDecide(t *testing.T) {
 			if st.Phase != tc.after || st.Attempts != tc.attempts {
 				t.Errorf("state %s with %d attempts, want %s with %d", st.Phase, st.Attempts, tc.after, tc.attempts)
 			}
-			if st.Settled() && d.Kind == worker.KindAck && (st.ResultSeq == 0 || st.RequestSeq != seq) {
-				t.Errorf("settled state does not say where its result is: result seq %d, request seq %d (want %d)", st.ResultSeq, st.RequestSeq, seq)
+			if st.Settled() && d.Kind == worker.KindAck {
+				// Where the result is stored goes into the state only when the ack is not
+				// confirmed: play that.
+				if d.Unconfirmed == nil {
+					t.Fatal("a stored result's ack is not confirmed")
+				}
+				if st.ResultSeq != 0 {
+					t.Errorf("state marked before the ack: result seq %d", st.ResultSeq)
+				}
+				d.Unconfirmed(errors.New("no confirmation"))
+				if st = e.state("r1"); st.ResultSeq == 0 || (tc.before == nil && st.RequestSeq != seq) {
+					t.Errorf("state does not say where its result is: result seq %d, request seq %d (want %d)", st.ResultSeq, st.RequestSeq, seq)
+				}
 			}
 			if tc.follow {
 				if len(e.follow.tasks) != 1 || st.Follow == nil || !st.Follow.Scheduled || st.Follow.Location != location {
@@ -325,23 +337,55 @@ func TestNotARequestIsDeadLettered(t *testing.T) {
 // result stream's duplicate window), stores nothing again.
 func TestLateRedeliveryStoresNothingAgain(t *testing.T) {
 	e := newEnv(t)
+	ctx := context.Background()
+	// A short duplicate window makes "late" a matter of a second: past it, a second copy of the
+	// result would be stored.
+	res, err := e.js.Stream(ctx, "RES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := res.CachedInfo().Config
+	cfg.Duplicates = 200 * time.Millisecond
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
 	api := &apiFunc{answer: answer(cloudpartner.Accepted{StatusCode: 200}, nil)}
 	h := e.handler(api)
 	e.publish("r1", valid)
 	msg := e.next()
-	if d := h.Decide(context.Background(), msg); d.Kind != worker.KindAck {
+	d := h.Decide(ctx, msg)
+	if d.Kind != worker.KindAck || d.Unconfirmed == nil {
 		t.Fatalf("first delivery: %+v", d)
 	}
-	// The ack is lost (a crash): the message comes again. Purging the result stream's duplicate
-	// window stands in for the time passed: a second copy would now be stored.
+	// The ack is not confirmed (NATS restarting): the state records where the result is, and
+	// the message comes again, after the duplicate window.
+	d.Unconfirmed(errors.New("no confirmation"))
+	time.Sleep(500 * time.Millisecond)
 	if err := msg.Nak(); err != nil {
 		t.Fatal(err)
 	}
-	if d := h.Decide(context.Background(), e.next()); d.Kind != worker.KindAck {
+	if d := h.Decide(ctx, e.next()); d.Kind != worker.KindAck {
 		t.Fatalf("redelivery: %+v", d)
 	}
 	if n := len(e.results()); n != 1 || api.calls.Load() != 1 || e.rec.stored.Load() != 1 {
 		t.Errorf("%d results stored (%d counted), %d API calls; want 1, 1, 1", n, e.rec.stored.Load(), api.calls.Load())
+	}
+}
+
+// A confirmed ack is what keeps a message from coming again: nothing more is written.
+func TestConfirmedAckWritesNoMark(t *testing.T) {
+	e := newEnv(t)
+	h := e.handler(&apiFunc{answer: answer(cloudpartner.Accepted{StatusCode: 200}, nil)})
+	e.publish("r1", valid)
+	msg := e.next()
+	d := h.Decide(context.Background(), msg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(ctx); err != nil || d.Unconfirmed == nil {
+		t.Fatalf("decision %+v, ack %v", d, err)
+	}
+	if st := e.state("r1"); st.Phase != state.Answered || st.ResultSeq != 0 {
+		t.Errorf("state %s, result seq %d; want answered without a mark", st.Phase, st.ResultSeq)
 	}
 }
 

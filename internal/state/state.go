@@ -16,6 +16,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -53,16 +54,16 @@ type State struct {
 	// RetryAt is when a waiting request may be tried again.
 	RetryAt time.Time `json:"retryAt,omitzero"`
 	// Result is the request's result event (structured CloudEvent JSON), from answered on.
-	Result json.RawMessage `json:"result,omitempty"`
-	// ResultSeq is Result's sequence in the result stream once it is stored, and RequestSeq the
-	// request-stream sequence of the message it answered: a redelivery of that message finds the
-	// result stored and does not store it again, however late it comes.
+	Result json.RawMessage `json:"-"`
+	// RequestSeq is the request-stream sequence of the message that got the answer, and
+	// ResultSeq Result's sequence in the result stream once it is known to be stored: a
+	// redelivery of that message then stores nothing again, however late it comes.
 	ResultSeq  uint64 `json:"resultSeq,omitempty"`
 	RequestSeq uint64 `json:"requestSeq,omitempty"`
 	// Follow is set while and after the operation of a 202 is followed.
 	Follow *Follow `json:"follow,omitempty"`
 	// Final is the final result event of a followed request, FinalSeq its place once stored.
-	Final    json.RawMessage `json:"final,omitempty"`
+	Final    json.RawMessage `json:"-"`
 	FinalSeq uint64          `json:"finalSeq,omitempty"`
 }
 
@@ -129,22 +130,67 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 		return Entry{}, fmt.Errorf("read state: %w", err)
 	}
 	e := Entry{Revision: kve.Revision()}
-	if err := json.Unmarshal(kve.Value(), &e.State); err != nil || e.Phase == "" {
-		return Entry{}, fmt.Errorf("read state: unreadable record at revision %d: %v", e.Revision, err)
+	if e.State, err = decode(kve.Value()); err != nil {
+		return Entry{}, fmt.Errorf("read state: record at revision %d: %w", e.Revision, err)
 	}
 	return e, nil
 }
 
+// record is how a State is stored: one line of JSON with everything but the result events,
+// which follow it as they are (each on its own line), so that writing a record never re-encodes
+// or re-validates them, and an operator reading the bucket sees plain JSON lines.
+type record struct {
+	State
+	ResultBytes int `json:"resultBytes,omitempty"`
+	FinalBytes  int `json:"finalBytes,omitempty"`
+}
+
+func encode(st *State) ([]byte, error) {
+	line, err := json.Marshal(record{State: *st, ResultBytes: len(st.Result), FinalBytes: len(st.Final)})
+	if err != nil {
+		return nil, err
+	}
+	v := make([]byte, 0, len(line)+len(st.Result)+len(st.Final)+2)
+	v = append(append(line, '\n'), st.Result...)
+	if len(st.Final) > 0 {
+		v = append(append(v, '\n'), st.Final...)
+	}
+	return v, nil
+}
+
+func decode(v []byte) (State, error) {
+	line, rest, _ := bytes.Cut(v, []byte{'\n'})
+	var r record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return State{}, fmt.Errorf("unreadable: %w", err)
+	}
+	if r.Phase == "" || r.ResultBytes < 0 || r.FinalBytes < 0 || r.ResultBytes > len(rest) {
+		return State{}, errors.New("unreadable: no phase, or sizes that do not match")
+	}
+	st := r.State
+	if r.ResultBytes > 0 {
+		st.Result = rest[:r.ResultBytes]
+	}
+	if r.FinalBytes > 0 {
+		rest = rest[r.ResultBytes:]
+		if len(rest) != 1+r.FinalBytes || rest[0] != '\n' {
+			return State{}, errors.New("unreadable: final result of the wrong size")
+		}
+		st.Final = rest[1:]
+	}
+	return st, nil
+}
+
 // Create writes key's first record; it fails with ErrConflict when key has one.
 func (s *Store) Create(ctx context.Context, key string, st State) (Entry, error) {
-	value, err := json.Marshal(&st)
+	value, err := encode(&st)
 	if err != nil {
 		return Entry{}, err
 	}
 	// The usual case, a key never seen, costs one put expecting no message at all on the subject.
 	// KeyValue.Create also takes the place of a deleted or purged record.
 	rev, err := s.put(ctx, key, value, noEntry)
-	if isWrongLastSeq(err) {
+	if err != nil && isWrongLastSeq(err) {
 		rev, err = s.kv.Create(ctx, key, value)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return Entry{}, ErrConflict
@@ -159,12 +205,12 @@ func (s *Store) Create(ctx context.Context, key string, st State) (Entry, error)
 // Update replaces key's record if it is still at revision rev; otherwise it fails with
 // ErrConflict.
 func (s *Store) Update(ctx context.Context, key string, st State, rev uint64) (Entry, error) {
-	value, err := json.Marshal(&st)
+	value, err := encode(&st)
 	if err != nil {
 		return Entry{}, err
 	}
 	next, err := s.put(ctx, key, value, []string{strconv.FormatUint(rev, 10)})
-	if isWrongLastSeq(err) {
+	if err != nil && isWrongLastSeq(err) {
 		return Entry{}, ErrConflict
 	}
 	if err != nil {

@@ -25,6 +25,8 @@ type Decision struct {
 	Kind   Kind          // Ack, Nak or Term
 	Delay  time.Duration // Nak: redeliver after this
 	Reason string        // Term: the reason sent to JetStream; Nak: logged
+	// Unconfirmed, set by AckConfirmed, is called when JetStream did not confirm the Ack.
+	Unconfirmed func(err error)
 }
 
 // Kind is how a message is settled.
@@ -55,6 +57,17 @@ func (k Kind) String() string {
 
 // Ack settles a message as done.
 func Ack() Decision { return Decision{Kind: KindAck} }
+
+// AckConfirmed settles a message as done and waits for JetStream to confirm it: once confirmed,
+// the message is never delivered again. When no confirmation comes (the Ack may or may not have
+// been applied), unconfirmed is called with the error before the pool moves on, for the caller
+// to record what a redelivery must know.
+func AckConfirmed(unconfirmed func(err error)) Decision {
+	return Decision{Kind: KindAck, Unconfirmed: unconfirmed}
+}
+
+// confirmTimeout bounds the wait for JetStream's confirmation of an AckConfirmed.
+const confirmTimeout = 5 * time.Second
 
 // Nak hands a message back for redelivery after delay (at once when delay <= 0); reason is logged.
 func Nak(delay time.Duration, reason string) Decision {
@@ -272,17 +285,24 @@ func (p *Pool) decide(ctx context.Context, msg jetstream.Msg, decide DecideFunc)
 // settle is the one place where messages are settled.
 func (p *Pool) settle(msg jetstream.Msg, d Decision) {
 	var err error
-	switch d.Kind {
-	case KindAck:
+	switch {
+	case d.Kind == KindAck && d.Unconfirmed != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), confirmTimeout)
+		err = msg.DoubleAck(ctx)
+		cancel()
+		if err != nil {
+			d.Unconfirmed(err)
+		}
+	case d.Kind == KindAck:
 		err = msg.Ack()
-	case KindNak:
+	case d.Kind == KindNak:
 		p.log.Debug("handing message back", "subject", msg.Subject(), "delay", d.Delay, "reason", d.Reason)
 		if d.Delay > 0 {
 			err = msg.NakWithDelay(d.Delay)
 		} else {
 			err = msg.Nak()
 		}
-	case KindTerm:
+	case d.Kind == KindTerm:
 		p.log.Debug("terminating message", "subject", msg.Subject(), "reason", d.Reason)
 		err = msg.TermWithReason(d.Reason)
 	default:

@@ -286,7 +286,7 @@ func TestDecisionsSettle(t *testing.T) {
 			waitFor(t, 5*time.Second, "message removed from the work queue", func() bool { return e.msgsInStream(t) == 0 })
 
 			got := rec.list()
-			if len(got) == 0 || got[0].d != tc.first || got[0].err != nil {
+			if len(got) == 0 || !same(got[0].d, tc.first) || got[0].err != nil {
 				t.Fatalf("settlements %+v, want first %+v without error", got, tc.first)
 			}
 			if info := e.consumerInfo(t); info.NumAckPending != 0 || info.NumPending != 0 {
@@ -621,7 +621,7 @@ func TestPanicNaksAndPoolGoesOn(t *testing.T) {
 		if s.seq == 1 {
 			want = worker.Nak(30*time.Second, "panic")
 		}
-		if s.d != want || s.err != nil {
+		if !same(s.d, want) || s.err != nil {
 			t.Errorf("message %d settled %+v (%v), want %+v", s.seq, s.d, s.err, want)
 		}
 	}
@@ -663,5 +663,29 @@ func TestRunEndsWhenConnectionClosed(t *testing.T) {
 	e.nc.Close()
 	if err := r.wait(t, 20*time.Second); !errors.Is(err, nats.ErrConnectionClosed) {
 		t.Errorf("Run returned %v, want connection closed", err)
+	}
+}
+
+// same compares decisions by what settles a message.
+func same(a, b worker.Decision) bool {
+	return a.Kind == b.Kind && a.Delay == b.Delay && a.Reason == b.Reason && (a.Unconfirmed == nil) == (b.Unconfirmed == nil)
+}
+
+// TestAckConfirmed: a confirmed Ack removes the message and calls nothing more; an Ack JetStream
+// cannot confirm (the consumer is gone) calls Unconfirmed with the error.
+func TestAckConfirmed(t *testing.T) {
+	e := newEnv(t, 30*time.Second)
+	p := worker.New(e.consumer, worker.Config{Concurrency: 1, Grace: time.Second})
+	var calls atomic.Int32
+	decided := make(chan struct{}, 1)
+	run(t, p, func(context.Context, jetstream.Msg) worker.Decision {
+		decided <- struct{}{}
+		return worker.AckConfirmed(func(error) { calls.Add(1) })
+	})
+	e.publish(t, 1)
+	<-decided
+	waitFor(t, 10*time.Second, "message acked", func() bool { return e.msgsInStream(t) == 0 })
+	if calls.Load() != 0 {
+		t.Errorf("Unconfirmed called %d times after a confirmed ack", calls.Load())
 	}
 }
