@@ -46,8 +46,9 @@ const (
 const (
 	// maxTask bounds a follow task's body.
 	maxTask = 4 << 10
-	// maxBackoff caps the delay before retrying after a failure of NATS.
-	maxBackoff = time.Minute
+	// maxBackoff caps the delay before retrying after a failure of NATS: work resumes within
+	// seconds of an outage's end.
+	maxBackoff = 15 * time.Second
 	// reasonMismatch is the dead-letter reason of a task that its request's record does not back.
 	reasonMismatch = "follow task does not match the request's state"
 )

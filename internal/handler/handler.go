@@ -283,7 +283,7 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 				"request_id", d.ev.ID(), "result_id", result.ID())
 			return worker.Nak(h.cfg.RetryBase, "lease lost")
 		}
-		delay := h.backoff(try)
+		delay := min(h.backoff(try), maxInfraDelay)
 		if ctx.Err() != nil && try >= 3 {
 			h.log.Error("answer not recorded before shutdown; the request may be sent to the API again",
 				"request_id", d.ev.ID(), "result_id", result.ID(), "err", err)
@@ -392,10 +392,14 @@ func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cance
 	return ev
 }
 
+// maxInfraDelay caps the delay after a failure of NATS or of the bucket: short enough that work
+// resumes within seconds of an outage's end, long enough not to hammer what is recovering.
+const maxInfraDelay = 15 * time.Second
+
 // infraRetry hands a message back after a failure of NATS or of the bucket: with a growing delay,
 // and without using up an attempt.
 func (h *Handler) infraRetry(d *delivery, reason string, err error) worker.Decision {
-	delay := h.backoff(int(d.meta.NumDelivered))
+	delay := min(h.backoff(int(d.meta.NumDelivered)), maxInfraDelay)
 	h.log.Warn("could not finish, retrying", "stream_seq", d.meta.Sequence.Stream, "reason", reason, "err", err, "delay", delay)
 	return worker.Nak(delay, reason)
 }
