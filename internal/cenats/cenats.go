@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -120,7 +121,9 @@ func (m *Message) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
 	if m.err != nil {
 		return m.err
 	}
-	seen := make(map[string]bool, len(m.header))
+	// The attributes seen so far: a handful, so a slice on the stack beats a map.
+	var seenBuf [16]string
+	seen := seenBuf[:0]
 	var contentType string
 	for k, vs := range m.header {
 		lk := strings.ToLower(k)
@@ -138,10 +141,10 @@ func (m *Message) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
 		if !ok {
 			continue
 		}
-		if seen[name] {
+		if slices.Contains(seen, name) {
 			return fmt.Errorf("header %q given twice", k)
 		}
-		seen[name] = true
+		seen = append(seen, name)
 		value, err := decodeValue(vs[0])
 		if err != nil {
 			return fmt.Errorf("header %q: %w", k, err)
@@ -155,7 +158,7 @@ func (m *Message) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
 			return fmt.Errorf("header %q: %w", k, err)
 		}
 	}
-	if contentType != "" && !seen["datacontenttype"] {
+	if contentType != "" && !slices.Contains(seen, "datacontenttype") {
 		value, err := decodeValue(m.header[contentType][0])
 		if err != nil {
 			return fmt.Errorf("header %q: %w", contentType, err)
