@@ -144,7 +144,7 @@ func (h *Handler) Decide(ctx context.Context, msg jetstream.Msg) worker.Decision
 		// Another worker holds the request, or it waits for its next try: look again then, and
 		// at least as soon as the retry backoff says, in case its holder finishes early.
 		delay := max(time.Until(wait.Until), h.cfg.RetryBase)
-		if wait.Reason != "waiting for its next try" {
+		if wait.Held {
 			delay = min(delay, h.backoff(int(meta.NumDelivered)))
 		}
 		return worker.Nak(delay, "request "+wait.Reason)

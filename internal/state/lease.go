@@ -20,6 +20,9 @@ var ErrLeaseLost = errors.New("state: lease lost to another worker")
 type WaitError struct {
 	// Until is when to look again at the latest.
 	Until time.Time
+	// Held says another worker holds the lease (it may finish before Until); otherwise the
+	// request waits for its next try, due at Until.
+	Held bool
 	// Reason says why, for logs.
 	Reason string
 }
@@ -61,7 +64,7 @@ func (s *Store) Claim(ctx context.Context, key, holder string, length time.Durat
 	}
 	cur, err := s.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return nil, Entry{}, &WaitError{Until: now, Reason: "changing"}
+		return nil, Entry{}, &WaitError{Until: now, Held: true, Reason: "changing"}
 	}
 	if err != nil {
 		return nil, Entry{}, err
@@ -70,7 +73,7 @@ func (s *Store) Claim(ctx context.Context, key, holder string, length time.Durat
 	case cur.Settled():
 		return nil, cur, nil
 	case cur.Phase == Claimed && cur.LeaseUntil.After(now):
-		return nil, Entry{}, &WaitError{Until: cur.LeaseUntil, Reason: "held by " + cur.Holder}
+		return nil, Entry{}, &WaitError{Until: cur.LeaseUntil, Held: true, Reason: "held by " + cur.Holder}
 	case cur.Phase == Waiting && cur.RetryAt.After(now):
 		return nil, Entry{}, &WaitError{Until: cur.RetryAt, Reason: "waiting for its next try"}
 	}
@@ -79,7 +82,7 @@ func (s *Store) Claim(ctx context.Context, key, holder string, length time.Durat
 	claim.Attempts = cur.Attempts
 	e, err = s.Update(ctx, key, claim, cur.Revision)
 	if errors.Is(err, ErrConflict) {
-		return nil, Entry{}, &WaitError{Until: now, Reason: "taken by another worker"}
+		return nil, Entry{}, &WaitError{Until: now, Held: true, Reason: "taken by another worker"}
 	}
 	if err != nil {
 		return nil, Entry{}, err
