@@ -689,3 +689,26 @@ func TestAckConfirmed(t *testing.T) {
 		t.Errorf("Unconfirmed called %d times after a confirmed ack", calls.Load())
 	}
 }
+
+// TestAckUnconfirmed: an Ack JetStream cannot confirm (its consumer is gone by then) calls
+// Unconfirmed with the error, once.
+func TestAckUnconfirmed(t *testing.T) {
+	e := newEnv(t, 30*time.Second)
+	p := worker.New(e.consumer, worker.Config{Concurrency: 1, Grace: time.Second})
+	errs := make(chan error, 2)
+	run(t, p, func(ctx context.Context, msg jetstream.Msg) worker.Decision {
+		if err := e.stream.DeleteConsumer(ctx, e.consumer.CachedInfo().Name); err != nil {
+			t.Error(err)
+		}
+		return worker.AckConfirmed(func(err error) { errs <- err })
+	})
+	e.publish(t, 1)
+	select {
+	case err := <-errs:
+		if err == nil {
+			t.Error("Unconfirmed called without an error")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Unconfirmed not called within 15s")
+	}
+}
