@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -73,6 +74,10 @@ type Config struct {
 	// Lease is how long a claim lasts; CallBudget is the least lease left for the API to be called:
 	// one HTTP exchange and the write that records its answer, with a margin for clock skew.
 	Lease, CallBudget time.Duration
+	// Renew, when positive, is how often a held lease is renewed while the API call waits or runs
+	// (rate limit, concurrency cap, token, a slow answer), so that no other worker takes the
+	// request over meanwhile; the fence alone would keep it from calling, but not from waiting.
+	Renew time.Duration
 	// RetryBase and RetryMax bound the exponential retry delay (defaults 1s and 1m).
 	RetryBase, RetryMax time.Duration
 	// Follow, when set, follows the operation of every 202: the request's state becomes
@@ -186,6 +191,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	}
 
 	sent := false
+	stopRenewing := h.keepLease(ctx, lease)
 	accepted, err := h.api.Cancel(ctx, cloudpartner.CancelRequest{
 		PublisherID: req.PublisherID, OfferID: req.OfferID, NotificationEmails: req.Emails,
 		Fence: func(ctx context.Context) error {
@@ -196,6 +202,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 			return nil
 		},
 	})
+	stopRenewing()
 	if err == nil {
 		outcome := cancelevent.Cancelled
 		if accepted.StatusCode == http.StatusAccepted {
@@ -238,6 +245,38 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		StatusCode: apiErr.StatusCode, CorrelationID: apiErr.CorrelationID, Attempts: attempts,
 		Error: &cancelevent.ErrorData{Code: apiErr.Code, Message: apiErr.Message},
 	}))
+}
+
+// keepLease renews the lease every Renew until the returned func is called. A timer, not a
+// goroutine, waits between renewals: most calls end before the first one.
+func (h *Handler) keepLease(ctx context.Context, lease *state.Lease) (stop func()) {
+	if h.cfg.Renew <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // the callback must not see t before it is set
+	defer mu.Unlock()
+	t = time.AfterFunc(h.cfg.Renew, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if err := lease.Renew(ctx); err != nil {
+			// Lost or not reachable: the fence decides before anything is sent.
+			h.log.Debug("lease not renewed", "key", lease.Key(), "err", err)
+			return
+		}
+		t.Reset(h.cfg.Renew)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // giveBack releases the lease without using up an attempt and says to try again after a backoff.

@@ -555,3 +555,28 @@ func TestAnswerAfterGraceIsRecorded(t *testing.T) {
 		t.Errorf("%d results, %d API calls; want 1 and 1", n, api.calls.Load())
 	}
 }
+
+// A held lease is renewed while the call waits (here: longer than the lease lasts), so a re-send
+// meanwhile waits for the holder instead of taking the request over; one call in all.
+func TestLeaseRenewedWhileWaiting(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Lease, e.cfg.CallBudget, e.cfg.Renew = 300*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	slow := &apiFunc{answer: answer(cloudpartner.Accepted{StatusCode: 200}, nil), wait: time.Second}
+	other := &apiFunc{answer: answer(cloudpartner.Accepted{StatusCode: 200}, nil)}
+	e.publish("r1", valid)
+	first := e.next()
+	done := make(chan worker.Decision, 1)
+	go func() { done <- e.handler(slow).Decide(context.Background(), first) }()
+
+	time.Sleep(500 * time.Millisecond) // past the first lease's end
+	e.publish("r1", valid)
+	if d := e.handler(other).Decide(context.Background(), e.next()); d.Kind != worker.KindNak {
+		t.Fatalf("re-send while the holder waits: %+v, want a Nak", d)
+	}
+	if d := <-done; d.Kind != worker.KindAck {
+		t.Fatalf("holder: %+v, want an Ack", d)
+	}
+	if slow.calls.Load() != 1 || other.calls.Load() != 0 {
+		t.Errorf("API calls: holder %d, re-send %d; want 1 and 0", slow.calls.Load(), other.calls.Load())
+	}
+}

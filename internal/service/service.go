@@ -162,6 +162,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	hcfg := handler.Config{
 		Source: cfg.Source, MaxAttempts: cfg.MaxAttempts, MaxRequestBytes: cfg.MaxRequestBytes,
 		Holder: holderName(), Lease: cfg.Lease(), CallBudget: cfg.HTTPTimeout + config.PublishTimeout + skewMargin,
+		Renew:           cfg.Lease() / 3,
 		FollowFirstPoll: cfg.FollowFirstPoll, FollowTimeout: cfg.FollowTimeout, Logger: s.log,
 	}
 	pools := []*pool{{name: "requests", consumer: bound.Requests, concurrency: cfg.Concurrency}}
