@@ -2,11 +2,16 @@ package service_test
 
 import (
 	"fmt"
+	"net"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
 // Regression: requests waiting out a long Retry-After (NakWithDelay) held MaxAckPending slots, so
@@ -83,4 +88,41 @@ func TestShutdownStartsNothingAndFinishesCallsInFlight(t *testing.T) {
 	}
 	t.Logf("shutdown took %s with 2 calls of 1.5s in flight; %d calls made and %d results stored before it, none after",
 		took.Round(time.Millisecond), calls, results)
+}
+
+// An instance started while its NATS server is down (both restarted by one deploy) waits for it
+// and serves, instead of exiting into a supervisor's growing restart backoff.
+func TestStartWaitsForNATS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	emu := emulator.New(emulator.Options{Token: testToken})
+	hs := httptest.NewServer(emu)
+	t.Cleanup(hs.Close)
+	env := map[string]string{
+		"CPCANCEL_NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port), "CPCANCEL_CLOUDPARTNER_BASE_URL": hs.URL,
+		"CPCANCEL_CLOUDPARTNER_TOKEN": testToken, "CPCANCEL_HTTP_ADDR": "127.0.0.1:0",
+	}
+	svc, done, cancel := runService(t, env)
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(1500 * time.Millisecond) // the instance is trying by now
+	select {
+	case err := <-done:
+		t.Fatalf("service gave up with no NATS server: %v", err)
+	default:
+	}
+	natstest.StartWith(t, &server.Options{Port: port})
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		t.Fatalf("service stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("service not ready 30s after NATS came up")
+	}
 }

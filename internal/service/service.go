@@ -119,7 +119,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	nc, err := broker.Connect(url, "cpcancel", s.log, security...)
+	nc, err := s.connect(ctx, url, security)
 	if err != nil {
 		return err
 	}
@@ -228,6 +228,29 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		runErr = errors.Join(runErr, err)
 	}
 	return runErr
+}
+
+// startWait is how long a starting instance keeps trying a NATS server that is not there: long
+// enough to ride out a NATS restart or a deploy of both at once, where exiting would put a
+// supervisor's growing restart backoff on top.
+const startWait = 2 * time.Minute
+
+// connect dials NATS, trying again with backoff for up to startWait while no server answers.
+// Other failures (TLS, credentials) end it at once: they will not heal by waiting.
+func (s *Service) connect(ctx context.Context, url string, security []nats.Option) (*nats.Conn, error) {
+	deadline := time.Now().Add(startWait)
+	for delay := 250 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		nc, err := broker.Connect(url, "cpcancel", s.log, security...)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().Add(delay).After(deadline) {
+			return nc, err
+		}
+		s.log.Warn("no NATS server answers yet; trying again", "in", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+	}
 }
 
 // pool is one consumer's worker pool and what decides its messages.
