@@ -22,7 +22,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/results"
 )
 
-// specSubjects are the subjects of SPEC §2–3, fixed by contract.
+// specSubjects are the subjects of docs/contract.md §2–3, fixed by contract.
 var specSubjects = []string{
 	"cloudpartner.cancel.requests",
 	"cloudpartner.cancel.results.cancelled",
@@ -54,7 +54,7 @@ func TestAsyncAPIIsValid(t *testing.T) {
 	}
 }
 
-// TestAsyncAPIChannels checks that the channels are exactly SPEC's subjects, which are also the
+// TestAsyncAPIChannels checks that the channels are exactly the contract's subjects, which are also the
 // service's defaults, and that the operations state cpcancel's viewpoint: it receives requests
 // and sends results and dead letters, one operation per channel, with the channel's messages.
 func TestAsyncAPIChannels(t *testing.T) {
@@ -68,7 +68,7 @@ func TestAsyncAPIChannels(t *testing.T) {
 	slices.Sort(fromCode)
 	spec := slices.Sorted(slices.Values(specSubjects))
 	if !slices.Equal(fromCode, spec) {
-		t.Errorf("the service's default subjects %v are not SPEC's %v", fromCode, spec)
+		t.Errorf("the service's default subjects %v are not the contract's %v", fromCode, spec)
 	}
 
 	channels := object(t, doc, "/channels")
@@ -82,7 +82,7 @@ func TestAsyncAPIChannels(t *testing.T) {
 	}
 	slices.Sort(addresses)
 	if !slices.Equal(addresses, spec) {
-		t.Errorf("channel addresses %v, want SPEC's subjects %v", addresses, spec)
+		t.Errorf("channel addresses %v, want the contract's subjects %v", addresses, spec)
 	}
 
 	used := map[string]int{}

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Topology is everything cpcancel keeps in JetStream (SPEC §2–3): the request, result,
+// Topology is everything cpcancel keeps in JetStream (docs/contract.md §2–3): the request, result,
 // dead-letter and follow streams, the consumers of requests and follow tasks, and the KeyValue
 // bucket of per-request state. Provision creates it; Bind checks one someone else manages.
 type Topology struct {

@@ -1,4 +1,4 @@
-// Package cancelevent is cpcancel's event contract (SPEC §2–3): the cancel request it accepts,
+// Package cancelevent is cpcancel's event contract (docs/contract.md §2–3): the cancel request it accepts,
 // the result events it publishes, and the deterministic ids that make results idempotent.
 package cancelevent
 

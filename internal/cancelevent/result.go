@@ -14,7 +14,7 @@ import (
 // Outcome is what became of a request; it names the result's type and subject suffix.
 type Outcome string
 
-// The outcomes of SPEC §3.
+// The outcomes of docs/contract.md §3.
 const (
 	Cancelled  Outcome = "cancelled"
 	Cancelling Outcome = "cancelling"

@@ -20,7 +20,7 @@ import (
 // Prefix is the prefix of every environment variable cpcancel reads.
 const Prefix = "CPCANCEL"
 
-// Config is the whole configuration of the service. Field tags are the contract of SPEC §5.
+// Config is the whole configuration of the service. Field tags are the contract of docs/contract.md §5.
 type Config struct {
 	NATSURL         string        `envconfig:"CPCANCEL_NATS_URL" desc:"NATS server URL(s), comma-separated (NATS_URL is read too); empty starts an embedded JetStream server"`
 	NATSCA          string        `envconfig:"CPCANCEL_NATS_CA" desc:"PEM file of the CA that signed the NATS server's certificate (TLS)"`
@@ -98,7 +98,7 @@ func Load() (Config, error) {
 // Read reads the environment without validating, for callers that adjust the result first.
 // Tags hold full variable names and no prefix is given to envconfig: with a prefix it would fall
 // back to the bare tag (LOG_LEVEL for CPCANCEL_LOG_LEVEL) and read other programs' settings.
-// NATS_URL is the one shared variable SPEC §5 asks for.
+// NATS_URL is the one shared variable docs/contract.md §5 asks for.
 func Read() (Config, error) {
 	var c Config
 	if err := envconfig.Process("", &c); err != nil {

@@ -47,7 +47,7 @@ func setEnv(t *testing.T, kv ...string) {
 	}
 }
 
-// defaults is the configuration SPEC §5 and the field tags promise when nothing but the token is set.
+// defaults is the configuration docs/contract.md §5 and the field tags promise when nothing but the token is set.
 var defaults = config.Config{
 	Replicas:        1,
 	EmbeddedListen:  "127.0.0.1:4222",
@@ -125,7 +125,7 @@ func TestLoadNATSURL(t *testing.T) {
 	}
 }
 
-// Only NATS_URL is shared with other programs (SPEC §5); a LOG_LEVEL or SOURCE meant for
+// Only NATS_URL is shared with other programs (docs/contract.md §5); a LOG_LEVEL or SOURCE meant for
 // something else in the same environment must not change, or stop, cpcancel.
 func TestLoadIgnoresUnprefixedVariables(t *testing.T) {
 	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN", secret,
@@ -207,7 +207,7 @@ func TestLoadWithoutToken(t *testing.T) {
 	}
 }
 
-// A value that is invalid in one setting is fine in another; Validate must not be stricter than SPEC.
+// A value that is invalid in one setting is fine in another; Validate must not be stricter than the contract.
 func TestLoadValid(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(secret), 0o600); err != nil {
@@ -442,7 +442,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("Usage row of %s does not describe it (desc %q): %q", key, desc, l)
 		}
 	}
-	// The defaults SPEC §5 names, independently of the tags.
+	// The defaults docs/contract.md §5 names, independently of the tags.
 	for key, def := range map[string]string{
 		"CPCANCEL_CLOUDPARTNER_API_VERSION": "2017-10-31",
 		"CPCANCEL_EMBEDDED_LISTEN":          "127.0.0.1:4222",

@@ -1,5 +1,5 @@
 // Package emulator is an in-memory emulator of the Azure Cloud Partner Portal "Cancel operation"
-// API (SPEC §1), with fault injection. It serves tests, the consumer's -dev mode and local stacks;
+// API (docs/contract.md §1), with fault injection. It serves tests, the consumer's -dev mode and local stacks;
 // an *Emulator is an http.Handler and is safe for concurrent use.
 //
 // # API

@@ -1,4 +1,4 @@
-// Package metrics defines every Prometheus metric cpcancel exports (SPEC §6). Metrics live on a
+// Package metrics defines every Prometheus metric cpcancel exports (docs/contract.md §6). Metrics live on a
 // registry passed in, so tests read them from a fresh one; ids are never label values.
 package metrics
 
