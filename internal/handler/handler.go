@@ -371,7 +371,8 @@ func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entr
 		return h.infraRetry(d, "result not stored", err)
 	}
 	scheduled := false
-	if entry.Follow != nil && !entry.Follow.Scheduled && entry.Phase == state.Following {
+	// With following turned off since the answer, nothing schedules it.
+	if h.cfg.Follow != nil && entry.Follow != nil && !entry.Follow.Scheduled && entry.Phase == state.Following {
 		if err := h.cfg.Follow.Schedule(ctx, d.key, entry.Follow.Location); err != nil {
 			return h.infraRetry(d, "follow not scheduled", err)
 		}
