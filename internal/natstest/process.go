@@ -117,7 +117,7 @@ type Process struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has been waited for
-	out     *lockedBuffer
+	out     *Buffer
 	deny    []string
 	reloads int // reloaded lines seen before the pending reload
 }
@@ -135,7 +135,7 @@ func StartProcess(t testing.TB, dir string) *Process {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	confDir := t.TempDir()
-	p := &Process{dir: dir, conf: filepath.Join(confDir, "nats-server.conf"), port: port, out: &lockedBuffer{}}
+	p := &Process{dir: dir, conf: filepath.Join(confDir, "nats-server.conf"), port: port, out: &Buffer{}}
 	if err := p.writeConfig(); err != nil {
 		t.Fatal(err)
 	}
@@ -319,19 +319,20 @@ func (p *Process) stop(sig syscall.Signal, timeout time.Duration) error {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
+// Buffer collects what concurrent writers write (a process's output, logs); safe for concurrent
+// use. The zero value is ready.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

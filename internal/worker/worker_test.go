@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -203,24 +202,6 @@ func (r *recorder) list() []settlement {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]settlement(nil), r.all...)
-}
-
-// syncBuffer is a log destination for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func TestDecisionsSettle(t *testing.T) {
@@ -605,7 +586,7 @@ func TestPanicNaksAndPoolGoesOn(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 30*time.Second)
 	e.publish(t, 3)
-	var logs syncBuffer
+	var logs natstest.Buffer
 	rec := &recorder{}
 	p := worker.New(e.consumer, worker.Config{Concurrency: 1, Grace: time.Second, Settled: rec.settled,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
