@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -247,36 +246,16 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	}))
 }
 
-// keepLease renews the lease every Renew until the returned func is called. A timer, not a
-// goroutine, waits between renewals: most calls end before the first one.
+// keepLease renews the lease every Renew until the returned func is called, or until a renewal
+// fails (lost, or not reachable: the fence decides before anything is sent).
 func (h *Handler) keepLease(ctx context.Context, lease *state.Lease) (stop func()) {
-	if h.cfg.Renew <= 0 {
-		return func() {}
-	}
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock() // the callback must not see t before it is set
-	defer mu.Unlock()
-	t = time.AfterFunc(h.cfg.Renew, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
+	return worker.Every(h.cfg.Renew, func() bool {
 		if err := lease.Renew(ctx); err != nil {
-			// Lost or not reachable: the fence decides before anything is sent.
 			h.log.Debug("lease not renewed", "key", lease.Key(), "err", err)
-			return
+			return false
 		}
-		t.Reset(h.cfg.Renew)
+		return true
 	})
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		t.Stop()
-	}
 }
 
 // giveBack releases the lease without using up an attempt and says to try again after a backoff.

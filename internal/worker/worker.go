@@ -319,11 +319,22 @@ func (p *Pool) settle(msg jetstream.Msg, d Decision) {
 	}
 }
 
-// keepAlive reports msg in progress every Heartbeat until the returned func is called. A timer,
-// not a goroutine, waits between reports: most messages finish before the first one.
+// keepAlive reports msg in progress every Heartbeat until the returned func is called.
 func (p *Pool) keepAlive(msg jetstream.Msg) (stop func()) {
-	every := p.cfg.Heartbeat
-	if every <= 0 {
+	return Every(p.cfg.Heartbeat, func() bool {
+		if err := msg.InProgress(); err != nil {
+			p.log.Debug("in-progress report failed", "subject", msg.Subject(), "err", err)
+		}
+		return true
+	})
+}
+
+// Every calls fn every d until the returned stop is called or fn returns false; d <= 0 never
+// calls it. For work that must be kept alive while a message is decided (progress reports, a
+// lease). A timer, not a goroutine, waits between calls: most messages are decided before the
+// first one. After stop returns, fn is not called again.
+func Every(d time.Duration, fn func() bool) (stop func()) {
+	if d <= 0 {
 		return func() {}
 	}
 	var mu sync.Mutex
@@ -331,16 +342,12 @@ func (p *Pool) keepAlive(msg jetstream.Msg) (stop func()) {
 	var t *time.Timer
 	mu.Lock() // the callback must not see t before it is set
 	defer mu.Unlock()
-	t = time.AfterFunc(every, func() {
+	t = time.AfterFunc(d, func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if stopped {
-			return
+		if !stopped && fn() {
+			t.Reset(d)
 		}
-		if err := msg.InProgress(); err != nil {
-			p.log.Debug("in-progress report failed", "subject", msg.Subject(), "err", err)
-		}
-		t.Reset(every)
 	})
 	return func() {
 		mu.Lock()
