@@ -19,7 +19,6 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/config"
-	"github.com/cpcancel/cpcancel/internal/results"
 )
 
 // specSubjects are the subjects of docs/contract.md §2–3, fixed by contract.
@@ -252,7 +251,7 @@ func TestAsyncAPIHeaders(t *testing.T) {
 		var want []string
 		switch {
 		case m.address == "cloudpartner.cancel.deadletter":
-			want = []string{results.HeaderReason, results.HeaderStream, results.HeaderStreamSequence, "Nats-Msg-Id"}
+			want = []string{cancelevent.HeaderReason, cancelevent.HeaderStream, cancelevent.HeaderStreamSequence, "Nats-Msg-Id"}
 			if !documentsPattern(t, doc, ptr, "Cpcancel-Original-Nats-Msg-Id") {
 				t.Errorf("%s: renamed original headers (Cpcancel-Original-Nats-*) are not documented", m.name)
 			}

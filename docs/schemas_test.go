@@ -376,3 +376,25 @@ func TestResultSchemaAcceptsBuiltResults(t *testing.T) {
 		})
 	}
 }
+
+// TestResultSchemaListsEveryCode checks that the error codes the result schema names as
+// cpcancel's own are exactly those cpcancel writes: cancelevent.Codes and http_<status>.
+func TestResultSchemaListsEveryCode(t *testing.T) {
+	code := object(t, mustLoad(t, resultSchemaFile), "/$defs/error/properties/code")
+	desc, _ := code["description"].(string)
+	const lead = "one of cpcancel's: "
+	_, list, ok := strings.Cut(desc, lead)
+	if !ok || !strings.HasSuffix(list, ".") {
+		t.Fatalf("description %q does not list cpcancel's codes after %q, ending with a full stop", desc, lead)
+	}
+	got := strings.Split(strings.TrimSuffix(list, "."), ", ")
+	want := append([]string{"http_<status>"}, cancelevent.Codes...)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("the schema lists the codes\n%q\nwant (cancelevent.Codes and http_<status>)\n%q", got, want)
+	}
+	if h := cancelevent.HTTPCode(503); h != "http_503" {
+		t.Errorf("HTTPCode(503) = %q, want http_503, as http_<status> promises", h)
+	}
+}

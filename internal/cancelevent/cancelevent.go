@@ -11,8 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-
-	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 )
 
 // typePrefix starts the CloudEvents type of every request and result.
@@ -70,10 +68,10 @@ func ParseRequest(ev *event.Event) (Request, error) {
 	}
 	req.PublisherID, req.OfferID = d.PublisherID, d.OfferID
 	var errs []string
-	if !cloudpartner.ValidID(d.PublisherID) {
+	if !ValidID(d.PublisherID) {
 		errs = append(errs, "publisherId must be 1 to 64 of [A-Za-z0-9._-], not . or ..")
 	}
-	if !cloudpartner.ValidID(d.OfferID) {
+	if !ValidID(d.OfferID) {
 		errs = append(errs, "offerId must be 1 to 64 of [A-Za-z0-9._-], not . or ..")
 	}
 	emails, err := parseEmails(d.NotificationEmails)
@@ -112,7 +110,7 @@ func parseEmails(raw json.RawMessage) ([]string, error) {
 	for _, s := range list {
 		a, err := mail.ParseAddress(s)
 		if err != nil || a.Name != "" || strings.ContainsAny(a.Address, ", ") || len(a.Address) > 254 {
-			return nil, fmt.Errorf("notificationEmails: %q is not a plain email address", truncate(s, 64))
+			return nil, fmt.Errorf("notificationEmails: %q is not a plain email address", Truncate(s, 64))
 		}
 		out = append(out, a.Address)
 	}
@@ -131,15 +129,4 @@ func jsonReason(err error) string {
 		return fmt.Sprintf("field %q has the wrong type", te.Field)
 	}
 	return "unreadable JSON"
-}
-
-// truncate cuts s to at most n bytes on a UTF-8 boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

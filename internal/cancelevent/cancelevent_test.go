@@ -313,7 +313,7 @@ func TestNewResultBoundsErrorMessage(t *testing.T) {
 				t.Fatal(err)
 			}
 			if d.Error == nil || d.Error.Message != tc.want {
-				t.Fatalf("message = %+v, want %d bytes %q…", d.Error, len(tc.want), truncate(tc.want, 16))
+				t.Fatalf("message = %+v, want %d bytes %q…", d.Error, len(tc.want), Truncate(tc.want, 16))
 			}
 			if len(d.Error.Message) > 512 || !utf8.ValidString(d.Error.Message) {
 				t.Errorf("message of %d bytes, valid UTF-8 %v", len(d.Error.Message), utf8.ValidString(d.Error.Message))
@@ -385,5 +385,34 @@ func TestSubject(t *testing.T) {
 	}
 	if RequestType != "cloudpartner.offer.cancel.requested" {
 		t.Errorf("RequestType = %q", RequestType)
+	}
+}
+
+func TestValidID(t *testing.T) {
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"contoso", true},
+		{"contoso-offer", true},
+		{"Contoso.Ltd_2", true},
+		{"...", true},
+		{strings.Repeat("a", 64), true},
+		{"", false},
+		{".", false},
+		{"..", false},
+		{"a/b", false},
+		{"a%2Fb", false},
+		{strings.Repeat("a", 65), false},
+		{"a b", false},
+		{"é", false},
+		{"a$b", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.id, func(t *testing.T) {
+			if got := ValidID(tc.id); got != tc.want {
+				t.Errorf("ValidID(%q) = %v, want %v", tc.id, got, tc.want)
+			}
+		})
 	}
 }

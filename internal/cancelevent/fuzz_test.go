@@ -10,8 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-
-	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 )
 
 // FuzzParseRequest feeds arbitrary data to request validation: it must not panic; what it
@@ -39,7 +37,7 @@ func FuzzParseRequest(f *testing.F) {
 		var invalid *InvalidError
 		switch {
 		case err == nil:
-			if !cloudpartner.ValidID(req.PublisherID) || !cloudpartner.ValidID(req.OfferID) {
+			if !ValidID(req.PublisherID) || !ValidID(req.OfferID) {
 				t.Fatalf("accepted unsafe ids %q, %q", req.PublisherID, req.OfferID)
 			}
 			if len(req.Emails) > maxEmails {

@@ -7,8 +7,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
-
-	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 )
 
 // Outcome is what became of a request; it names the result's type and subject suffix.
@@ -29,11 +27,6 @@ func (o Outcome) Type() string { return typePrefix + string(o) }
 
 // OutcomeOf is the outcome a result type names: the inverse of Outcome.Type.
 func OutcomeOf(resultType string) Outcome { return Outcome(strings.TrimPrefix(resultType, typePrefix)) }
-
-// Error codes cpcancel itself puts in failed results (the API's own codes pass through).
-const (
-	CodeInvalidRequest = "invalid_request"
-)
 
 // maxMessage bounds error messages in results.
 const maxMessage = 512
@@ -89,12 +82,12 @@ func NewFinalResult(resultSource string, req Request, o Outcome, d ResultData, n
 }
 
 func newResult(resultSource, id string, req Request, o Outcome, d ResultData, now time.Time) (*event.Event, error) {
-	d.PublisherID = truncate(req.PublisherID, 128)
-	d.OfferID = truncate(req.OfferID, 128)
+	d.PublisherID = Truncate(req.PublisherID, 128)
+	d.OfferID = Truncate(req.OfferID, 128)
 	d.RequestID, d.RequestSource = req.ID, req.Source
 	if d.Error != nil {
 		e := *d.Error // the caller's ErrorData stays as it was
-		e.Message = truncate(e.Message, maxMessage)
+		e.Message = Truncate(e.Message, maxMessage)
 		d.Error = &e
 	}
 	ev := event.New()
@@ -119,7 +112,7 @@ func newResult(resultSource, id string, req Request, o Outcome, d ResultData, no
 
 // Subject is the CloudEvents subject of results about an offer, or "" when the ids are unsafe.
 func Subject(publisherID, offerID string) string {
-	if !cloudpartner.ValidID(publisherID) || !cloudpartner.ValidID(offerID) {
+	if !ValidID(publisherID) || !ValidID(offerID) {
 		return ""
 	}
 	return "publishers/" + publisherID + "/offers/" + offerID

@@ -15,7 +15,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
 )
 
 // DefaultAPIVersion is the api-version sent when Config.APIVersion is empty.
@@ -172,23 +173,6 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// ValidID reports whether id is a publisher or offer id that is safe in a URL path: 1 to 64
-// characters of [A-Za-z0-9._-], and neither "." nor "..".
-func ValidID(id string) bool {
-	if len(id) == 0 || len(id) > 64 || id == "." || id == ".." {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '.' || c == '_' || c == '-'
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
 // Header values and the body shared by every call; never modified.
 var (
 	jsonHeader      = []string{"application/json"}
@@ -208,8 +192,8 @@ type cancelMetadata struct {
 // 202, and an *Error for everything else; Error.Transient alone says whether to retry. After a
 // 401 it asks Tokens for a fresh token and tries exactly once more.
 func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error) {
-	if !ValidID(req.PublisherID) || !ValidID(req.OfferID) {
-		return Accepted{}, &Error{Code: "invalid_request",
+	if !cancelevent.ValidID(req.PublisherID) || !cancelevent.ValidID(req.OfferID) {
+		return Accepted{}, &Error{Code: cancelevent.CodeInvalidRequest,
 			Message: "publisher and offer ids must be 1-64 characters of [A-Za-z0-9._-], not . or .."}
 	}
 	var emails []string
@@ -223,7 +207,7 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 		var err error
 		body, err = json.Marshal(cancelBody{Metadata: cancelMetadata{NotificationEmails: strings.Join(emails, ",")}})
 		if err != nil {
-			return Accepted{}, &Error{Code: "invalid_request", Message: "cannot encode request body", Err: err}
+			return Accepted{}, &Error{Code: cancelevent.CodeInvalidRequest, Message: "cannot encode request body", Err: err}
 		}
 	}
 	endpoint := c.base + "/api/publishers/" + url.PathEscape(req.PublisherID) +
@@ -249,16 +233,16 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 func (c *Client) token(ctx context.Context, refresh bool) (string, error) {
 	tok, err := c.tokens.Token(ctx, refresh)
 	if err != nil {
-		return "", &Error{Code: "token_error", Transient: true,
+		return "", &Error{Code: cancelevent.CodeTokenError, Transient: true,
 			Message: clean("cannot get a bearer token: "+err.Error(), maxMessageBytes, nil), Err: err}
 	}
 	tok = strings.TrimSpace(tok)
 	if tok == "" {
-		return "", &Error{Code: "token_error", Transient: true, Message: "the token source returned an empty token"}
+		return "", &Error{Code: cancelevent.CodeTokenError, Transient: true, Message: "the token source returned an empty token"}
 	}
 	for i := 0; i < len(tok); i++ {
 		if tok[i] < 0x21 || tok[i] > 0x7e {
-			return "", &Error{Code: "token_error", Transient: true, Message: "the token contains characters not allowed in a header"}
+			return "", &Error{Code: cancelevent.CodeTokenError, Transient: true, Message: "the token contains characters not allowed in a header"}
 		}
 	}
 	return tok, nil
@@ -289,7 +273,7 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte, token s
 func (c *Client) exchange(ctx context.Context, operation, endpoint string, body []byte, token string, secrets []string, fence func(context.Context) error) (*http.Response, []byte, error) {
 	release, err := c.limiter.acquire(ctx, c.observeThrottle)
 	if err != nil {
-		return nil, nil, &Error{Code: "canceled", Message: "gave up waiting for the API rate limit", Transient: true, Err: err}
+		return nil, nil, &Error{Code: cancelevent.CodeCanceled, Message: "gave up waiting for the API rate limit", Transient: true, Err: err}
 	}
 	defer release()
 	if fence != nil {
@@ -309,7 +293,7 @@ func (c *Client) exchange(ctx context.Context, operation, endpoint string, body 
 	}
 	req, err := http.NewRequestWithContext(callCtx, method, endpoint, reader)
 	if err != nil {
-		return nil, nil, &Error{Code: "invalid_request", Message: "cannot build the request", Err: err}
+		return nil, nil, &Error{Code: cancelevent.CodeInvalidRequest, Message: "cannot build the request", Err: err}
 	}
 	req.Header = make(http.Header, 4)
 	if body != nil {
@@ -365,13 +349,13 @@ func drainClose(body io.ReadCloser) {
 func (c *Client) transportError(parent, callCtx context.Context, err error, secrets []string) *Error {
 	switch {
 	case errors.Is(parent.Err(), context.Canceled):
-		return &Error{Code: "canceled", Transient: true, Message: "the call was canceled by the caller", Err: parent.Err()}
+		return &Error{Code: cancelevent.CodeCanceled, Transient: true, Message: "the call was canceled by the caller", Err: parent.Err()}
 	case parent.Err() != nil:
-		return &Error{Code: "timeout", Transient: true, Message: "the caller's deadline expired before a response", Err: parent.Err()}
+		return &Error{Code: cancelevent.CodeTimeout, Transient: true, Message: "the caller's deadline expired before a response", Err: parent.Err()}
 	case errors.Is(callCtx.Err(), context.DeadlineExceeded) || isTimeout(err):
-		return &Error{Code: "timeout", Transient: true, Message: fmt.Sprintf("no response within %s", c.timeout), Err: err}
+		return &Error{Code: cancelevent.CodeTimeout, Transient: true, Message: fmt.Sprintf("no response within %s", c.timeout), Err: err}
 	}
-	return &Error{Code: "transport_error", Transient: true, Message: clean(err.Error(), maxMessageBytes, secrets), Err: err}
+	return &Error{Code: cancelevent.CodeTransportError, Transient: true, Message: clean(err.Error(), maxMessageBytes, secrets), Err: err}
 }
 
 func isTimeout(err error) bool {
@@ -385,16 +369,16 @@ func statusError(resp *http.Response, body []byte, secrets []string) *Error {
 	code, msg := parseErrorBody(body)
 	switch {
 	case status >= 200 && status < 300:
-		code, msg = "unexpected_status", "unexpected success status "+resp.Status
+		code, msg = cancelevent.CodeUnexpectedStatus, "unexpected success status "+resp.Status
 	case status >= 300 && status < 400:
-		code, msg = fmt.Sprintf("http_%d", status), "redirect not followed"
+		code, msg = cancelevent.HTTPCode(status), "redirect not followed"
 		if loc := resp.Header.Get("Location"); loc != "" {
 			msg += " (Location: " + loc + ")"
 		}
 	case code == "" && status == http.StatusUnauthorized:
-		code = "unauthorized"
+		code = cancelevent.CodeUnauthorized
 	case code == "":
-		code = fmt.Sprintf("http_%d", status)
+		code = cancelevent.HTTPCode(status)
 	}
 	if msg == "" {
 		msg = http.StatusText(status)
@@ -576,12 +560,5 @@ func cleanSlow(s string, limit int, secrets []string) string {
 	}
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }), " ")
-	if len(s) <= limit {
-		return s
-	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
+	return cancelevent.Truncate(s, limit)
 }

@@ -849,35 +849,6 @@ func TestParseBaseURL(t *testing.T) {
 	}
 }
 
-func TestValidID(t *testing.T) {
-	tests := []struct {
-		id   string
-		want bool
-	}{
-		{"contoso", true},
-		{"contoso-offer", true},
-		{"Contoso.Ltd_2", true},
-		{"...", true},
-		{strings.Repeat("a", 64), true},
-		{"", false},
-		{".", false},
-		{"..", false},
-		{"a/b", false},
-		{"a%2Fb", false},
-		{strings.Repeat("a", 65), false},
-		{"a b", false},
-		{"é", false},
-		{"a$b", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.id, func(t *testing.T) {
-			if got := ValidID(tc.id); got != tc.want {
-				t.Errorf("ValidID(%q) = %v, want %v", tc.id, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestNewRefusesBadConfig(t *testing.T) {
 	tests := []struct {
 		name string

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
 )
 
 // Operation is the state of an operation the API started (the Location of a 202).
@@ -33,21 +35,16 @@ func (o Operation) Cancelled() bool {
 	return false
 }
 
-const (
-	maxOperationMessages = 10
-)
-
-// CodeLocationNotFollowed is the error code of a location that is not on the API's origin.
-const CodeLocationNotFollowed = "location_not_followed"
+const maxOperationMessages = 10
 
 // Operation reads the operation at location (an absolute URL, as Accepted.Location). Only
 // locations on the configured API's origin (scheme, host and port) are read: any other is refused
-// with a permanent *Error coded CodeLocationNotFollowed, and nothing is fetched. Errors are
+// with a permanent *Error coded cancelevent.CodeLocationNotFollowed, and nothing is fetched. Errors are
 // *Error; unlike for Cancel, 401 (after one token refresh), 403 and 404 are transient too: right
 // after a 202 the API may not know the operation yet, and permissions can lag.
 func (c *Client) Operation(ctx context.Context, location string) (Operation, error) {
 	if !c.SameOrigin(location) {
-		return Operation{}, &Error{Code: CodeLocationNotFollowed,
+		return Operation{}, &Error{Code: cancelevent.CodeLocationNotFollowed,
 			Message: "the operation location is not on the API's origin (CPCANCEL_CLOUDPARTNER_BASE_URL)"}
 	}
 	token, err := c.token(ctx, false)
@@ -113,7 +110,7 @@ func (c *Client) getOperation(ctx context.Context, location, token string, secre
 		Messages []json.RawMessage `json:"messages"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return Operation{}, &Error{StatusCode: resp.StatusCode, Code: "invalid_response", Transient: true,
+		return Operation{}, &Error{StatusCode: resp.StatusCode, Code: cancelevent.CodeInvalidResponse, Transient: true,
 			Message: "the operation is not JSON", CorrelationID: correlationID(resp.Header, secrets), Err: err}
 	}
 	op := Operation{Status: clean(doc.Status, maxCodeBytes, secrets), CorrelationID: correlationID(resp.Header, secrets)}

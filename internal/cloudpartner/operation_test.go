@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/emulator"
 )
 
@@ -88,8 +89,8 @@ func TestOperation(t *testing.T) {
 		} {
 			_, err := c.Operation(ctx, loc)
 			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeLocationNotFollowed || e.Transient {
-				t.Errorf("Operation(%q) err = %v, want permanent %s", loc, err, CodeLocationNotFollowed)
+			if !errors.As(err, &e) || e.Code != cancelevent.CodeLocationNotFollowed || e.Transient {
+				t.Errorf("Operation(%q) err = %v, want permanent %s", loc, err, cancelevent.CodeLocationNotFollowed)
 			}
 		}
 		if hits.Load() != 0 {

@@ -36,13 +36,6 @@ import (
 	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
-// Error codes of final failed results set by the follower; a permanent poll error passes its own
-// code through (such as cloudpartner.CodeLocationNotFollowed).
-const (
-	CodeOperationFailed = "operation_failed"
-	CodeTimeout         = "follow_timeout"
-)
-
 const (
 	// maxTask bounds a follow task's body.
 	maxTask = 4 << 10
@@ -205,7 +198,7 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 	end := func(o ending) (worker.Decision, error) { return f.finish(ctx, meta, key, e, req, first, o) }
 
 	if c, ok := f.api.(originChecker); ok && !c.SameOrigin(loc) {
-		return end(permanent(&cloudpartner.Error{Code: cloudpartner.CodeLocationNotFollowed}))
+		return end(permanent(&cloudpartner.Error{Code: cancelevent.CodeLocationNotFollowed}))
 	}
 	rec, err := f.store.Operation(ctx, loc)
 	switch {
@@ -276,16 +269,16 @@ func ended(p state.Poll) ending {
 	if len(p.Messages) > 0 {
 		msg += ": " + strings.Join(p.Messages, "; ")
 	}
-	d.Error = &cancelevent.ErrorData{Code: CodeOperationFailed, Message: msg}
+	d.Error = &cancelevent.ErrorData{Code: cancelevent.CodeOperationFailed, Message: msg}
 	return ending{cancelevent.Failed, d}
 }
 
-// permanent is the ending of a poll that failed for good. The message is cpcancel's own: the
-// answer's body is not copied.
+// permanent is the ending of a poll that failed for good, coded as the poll's error was. The
+// message is cpcancel's own: the answer's body is not copied.
 func permanent(e *cloudpartner.Error) ending {
 	code, msg := e.Code, ""
 	switch {
-	case code == cloudpartner.CodeLocationNotFollowed:
+	case code == cancelevent.CodeLocationNotFollowed:
 		msg = "the operation location is not on the API's origin (CPCANCEL_CLOUDPARTNER_BASE_URL); it was not polled"
 	case e.StatusCode != 0:
 		msg = fmt.Sprintf("the operation status request answered HTTP %d", e.StatusCode)
@@ -293,7 +286,7 @@ func permanent(e *cloudpartner.Error) ending {
 		msg = "the operation status request failed"
 	}
 	if code == "" {
-		code = fmt.Sprintf("http_%d", e.StatusCode)
+		code = cancelevent.HTTPCode(e.StatusCode)
 	}
 	return ending{cancelevent.Failed, cancelevent.ResultData{StatusCode: e.StatusCode, CorrelationID: e.CorrelationID,
 		Error: &cancelevent.ErrorData{Code: code, Message: msg}}}
@@ -307,7 +300,7 @@ func (f *Follower) timedOut(status string) ending {
 		msg = fmt.Sprintf("the operation's status was not read before the follow deadline (CPCANCEL_FOLLOW_TIMEOUT %s)", f.cfg.Timeout)
 	}
 	return ending{cancelevent.Failed, cancelevent.ResultData{OperationStatus: status,
-		Error: &cancelevent.ErrorData{Code: CodeTimeout, Message: msg}}}
+		Error: &cancelevent.ErrorData{Code: cancelevent.CodeFollowTimeout, Message: msg}}}
 }
 
 // finish decides the final result: it writes it into the record (following → final, expecting

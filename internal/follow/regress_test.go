@@ -73,7 +73,7 @@ func TestConcurrentTasksOneFinal(t *testing.T) {
 		t.Errorf("operation polled %d times, want once", n)
 	}
 	got := e.results(t)
-	if len(got) != 1 || got[0].data.Error == nil || got[0].data.Error.Code != CodeOperationFailed {
+	if len(got) != 1 || got[0].data.Error == nil || got[0].data.Error.Code != cancelevent.CodeOperationFailed {
 		t.Fatalf("results %v, want one final failed", types(got))
 	}
 }
@@ -130,7 +130,7 @@ func TestForgedTask(t *testing.T) {
 	}
 	got := e.results(t)
 	if len(got) != 1 || got[0].data.RequestID != "elsewhere" || got[0].data.Error == nil ||
-		got[0].data.Error.Code != cloudpartner.CodeLocationNotFollowed || got[0].data.StatusCode != 0 {
+		got[0].data.Error.Code != cancelevent.CodeLocationNotFollowed || got[0].data.StatusCode != 0 {
 		t.Fatalf("results %v, want only elsewhere's location_not_followed", types(got))
 	}
 }

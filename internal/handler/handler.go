@@ -225,7 +225,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		// Shutting down with the call's fate unknown: keep the lease, so that no other worker
 		// calls the API for this request before the lease runs out.
 		return worker.Nak(h.cfg.RetryBase, "shutting down")
-	case ctx.Err() != nil, apiErr.Code == "token_error":
+	case ctx.Err() != nil, apiErr.Code == cancelevent.CodeTokenError:
 		// Not the API's answer: no attempt is used up.
 		return h.giveBack(ctx, d, lease, attempts, apiErr.Code, err)
 	}

@@ -5,39 +5,32 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cpcancel/cpcancel/internal/cancelevent"
 )
 
-// Headers added to a dead letter.
-const (
-	HeaderReason         = "Cpcancel-Reason"
-	HeaderStream         = "Cpcancel-Stream"
-	HeaderStreamSequence = "Cpcancel-Stream-Sequence"
-	// originalPrefix renames the original's Nats-* headers, which would otherwise steer the
-	// dead-letter publish (Nats-Msg-Id, Nats-Expected-Stream, ...).
-	originalPrefix = "Cpcancel-Original-"
-	maxReason      = 256
-)
+// maxReason bounds a dead letter's reason header.
+const maxReason = 256
 
 // DeadLetter stores a copy of a message that cannot be handled, with the reason (bounded, on one
-// line) and where it came from: stream and sequence. Nats-* headers of the original are kept
-// renamed. Its id is derived from stream and sequence, so storing it again inside the dead-letter
-// stream's duplicate window keeps one copy.
+// line) and where it came from, stream and sequence, in the headers cancelevent names. Nats-*
+// headers of the original are kept renamed. Its id is derived from stream and sequence, so storing
+// it again inside the dead-letter stream's duplicate window keeps one copy.
 func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error {
 	reason = boundReason(reason)
 	hdr := make(nats.Header, len(header)+3)
 	for k, vs := range header {
 		if strings.HasPrefix(strings.ToLower(k), "nats-") {
-			k = originalPrefix + k
+			k = cancelevent.HeaderOriginalPrefix + k
 		}
 		hdr[k] = append([]string(nil), vs...)
 	}
-	hdr.Set(HeaderReason, reason)
-	hdr.Set(HeaderStream, stream)
-	hdr.Set(HeaderStreamSequence, strconv.FormatUint(seq, 10))
+	hdr.Set(cancelevent.HeaderReason, reason)
+	hdr.Set(cancelevent.HeaderStream, stream)
+	hdr.Set(cancelevent.HeaderStreamSequence, strconv.FormatUint(seq, 10))
 	out := &nats.Msg{Subject: p.cfg.DeadLetterSubject, Header: hdr, Data: data}
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -59,12 +52,5 @@ func boundReason(s string) string {
 		}
 		return r
 	}, s)
-	if len(s) > maxReason {
-		n := maxReason
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n]
-	}
-	return s
+	return cancelevent.Truncate(s, maxReason)
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
-	"github.com/cpcancel/cpcancel/internal/follow"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -46,7 +45,7 @@ func TestFollow(t *testing.T) {
 	}{
 		{"contoso-offer", cancelevent.Cancelled, "", "canceled"},
 		{"legacy-offer", cancelevent.Cancelled, "", "canceled"},
-		{"opfail-offer", cancelevent.Failed, follow.CodeOperationFailed, "failed"},
+		{"opfail-offer", cancelevent.Failed, cancelevent.CodeOperationFailed, "failed"},
 	}
 	for _, c := range cases {
 		t.Run(c.offer, func(t *testing.T) {
@@ -86,7 +85,7 @@ func TestFollowTimeout(t *testing.T) {
 	rs := st.waitStream(t, "CPCANCEL_RESULTS", 2, 10*time.Second)
 	final := rs[1]
 	if final.ev.ID() != cancelevent.FinalResultID("/test", "slow", cancelevent.Failed) ||
-		final.data.Error == nil || final.data.Error.Code != follow.CodeTimeout || final.data.OperationStatus != "running" {
+		final.data.Error == nil || final.data.Error.Code != cancelevent.CodeFollowTimeout || final.data.OperationStatus != "running" {
 		t.Errorf("final result %s %+v %+v", final.ev.ID(), final.data, final.data.Error)
 	}
 	waitEmpty(t, st, "CPCANCEL_FOLLOW")

@@ -17,7 +17,6 @@ import (
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
-	"github.com/cpcancel/cpcancel/internal/follow"
 )
 
 // The event API documents, relative to this package's directory.
@@ -53,7 +52,7 @@ func TestResultsMatchSchema(t *testing.T) {
 			{outcome: cancelevent.Cancelling, status: 202}, {outcome: cancelevent.Cancelled, final: true, status: 200}}},
 		{id: "operation-failed", publisher: "contoso", offer: "opfail-offer", results: []result{
 			{outcome: cancelevent.Cancelling, status: 202},
-			{outcome: cancelevent.Failed, final: true, status: 200, code: follow.CodeOperationFailed}}},
+			{outcome: cancelevent.Failed, final: true, status: 200, code: cancelevent.CodeOperationFailed}}},
 		{id: "unknown", publisher: "contoso", offer: "unknown-offer",
 			results: []result{{outcome: cancelevent.Failed, status: 404, code: "OfferNotFound"}}},
 		{id: "invalid", publisher: "contoso", offer: "../etc",

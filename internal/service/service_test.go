@@ -19,7 +19,6 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
 	"github.com/cpcancel/cpcancel/internal/natstest"
-	"github.com/cpcancel/cpcancel/internal/results"
 )
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -198,7 +197,7 @@ func TestDeadLetters(t *testing.T) {
 	// Workers run concurrently: find each dead letter by the original's stream sequence.
 	dead := map[string]stored{}
 	for _, d := range st.waitStream(t, "CPCANCEL_DEADLETTER", len(cases), 10*time.Second) {
-		dead[d.header.Get(results.HeaderStreamSequence)] = d
+		dead[d.header.Get(cancelevent.HeaderStreamSequence)] = d
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -206,10 +205,10 @@ func TestDeadLetters(t *testing.T) {
 			if string(d.body) != c.body {
 				t.Errorf("body = %q, want the original %q", d.body, c.body)
 			}
-			if reason := d.header.Get(results.HeaderReason); !strings.Contains(reason, c.reason) {
-				t.Errorf("%s = %q, want it to mention %q", results.HeaderReason, reason, c.reason)
+			if reason := d.header.Get(cancelevent.HeaderReason); !strings.Contains(reason, c.reason) {
+				t.Errorf("%s = %q, want it to mention %q", cancelevent.HeaderReason, reason, c.reason)
 			}
-			if d.header.Get(results.HeaderStream) != "CPCANCEL_REQUESTS" {
+			if d.header.Get(cancelevent.HeaderStream) != "CPCANCEL_REQUESTS" {
 				t.Errorf("stream headers = %v", d.header)
 			}
 			for k, vs := range c.header {
