@@ -213,20 +213,29 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 	endpoint := c.base + "/api/publishers/" + url.PathEscape(req.PublisherID) +
 		"/offers/" + url.PathEscape(req.OfferID) + "/cancel?api-version=" + url.QueryEscape(c.apiVersion)
 
+	return withToken(ctx, c, func(token string, secrets []string) (Accepted, error) {
+		return c.post(ctx, endpoint, body, token, secrets, req.Fence)
+	})
+}
+
+// withToken makes call with a token, and after a 401 once more with a fresh one. secrets are the
+// tokens sent so far, which call redacts from what it reports.
+func withToken[T any](ctx context.Context, c *Client, call func(token string, secrets []string) (T, error)) (T, error) {
+	var none T
 	token, err := c.token(ctx, false)
 	if err != nil {
-		return Accepted{}, err
+		return none, err
 	}
-	acc, err := c.post(ctx, endpoint, body, token, []string{token}, req.Fence)
+	v, err := call(token, []string{token})
 	var e *Error
 	if !errors.As(err, &e) || e.StatusCode != http.StatusUnauthorized {
-		return acc, err
+		return v, err
 	}
 	fresh, err := c.token(ctx, true)
 	if err != nil {
-		return Accepted{}, err
+		return none, err
 	}
-	return c.post(ctx, endpoint, body, fresh, []string{token, fresh}, req.Fence)
+	return call(fresh, []string{token, fresh})
 }
 
 // token returns a usable token from c.tokens, or a transient *Error.

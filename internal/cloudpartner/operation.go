@@ -47,19 +47,10 @@ func (c *Client) Operation(ctx context.Context, location string) (Operation, err
 		return Operation{}, &Error{Code: cancelevent.CodeLocationNotFollowed,
 			Message: "the operation location is not on the API's origin (CPCANCEL_CLOUDPARTNER_BASE_URL)"}
 	}
-	token, err := c.token(ctx, false)
-	if err != nil {
-		return Operation{}, err
-	}
-	op, err := c.getOperation(ctx, location, token, []string{token})
+	op, err := withToken(ctx, c, func(token string, secrets []string) (Operation, error) {
+		return c.getOperation(ctx, location, token, secrets)
+	})
 	var e *Error
-	if errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized {
-		var fresh string
-		if fresh, err = c.token(ctx, true); err != nil {
-			return Operation{}, err
-		}
-		op, err = c.getOperation(ctx, location, fresh, []string{token, fresh})
-	}
 	if errors.As(err, &e) && pollTransient(e.StatusCode) {
 		e.Transient = true
 	}
