@@ -35,27 +35,24 @@ const (
 
 var versions = spec.WithPrefix(headerPrefix)
 
-// ErrNotCloudEvent is wrapped by Decode when a message is not a valid CloudEvent.
-var ErrNotCloudEvent = errors.New("not a CloudEvent")
-
-// Message is a NATS message (headers and body) read as a binding.Message. It may be read more
+// message is a NATS message (headers and body) read as a binding.Message. It may be read more
 // than once; Finish does nothing, acknowledgement is the caller's business.
-type Message struct {
+type message struct {
 	header   nats.Header
 	body     []byte
 	encoding binding.Encoding
 	version  spec.Version // binary mode only
-	err      error        // why the message cannot be read, found by NewMessage
+	err      error        // why the message cannot be read, found by newMessage
 }
 
 var (
-	_ binding.Message               = (*Message)(nil)
-	_ binding.MessageMetadataReader = (*Message)(nil)
+	_ binding.Message               = (*message)(nil)
+	_ binding.MessageMetadataReader = (*message)(nil)
 )
 
-// NewMessage wraps header and body without copying them; neither may change while it is read.
-func NewMessage(header nats.Header, body []byte) *Message {
-	m := &Message{header: header, body: body, encoding: binding.EncodingUnknown}
+// newMessage wraps header and body without copying them; neither may change while it is read.
+func newMessage(header nats.Header, body []byte) *message {
+	m := &message{header: header, body: body, encoding: binding.EncodingUnknown}
 	if v, ok, err := m.lookup(versions.PrefixedSpecVersionName()); err != nil {
 		m.err = err
 	} else if ok {
@@ -80,7 +77,7 @@ func NewMessage(header nats.Header, body []byte) *Message {
 
 // lookup returns the percent-decoded value of the header named name in any letter case.
 // Two spellings of one header are an error: which one wins would be a guess.
-func (m *Message) lookup(name string) (value string, found bool, err error) {
+func (m *message) lookup(name string) (value string, found bool, err error) {
 	for k, vs := range m.header {
 		if !strings.EqualFold(k, name) || len(vs) == 0 {
 			continue
@@ -97,10 +94,10 @@ func (m *Message) lookup(name string) (value string, found bool, err error) {
 }
 
 // ReadEncoding reports binary, structured or unknown (not a CloudEvent).
-func (m *Message) ReadEncoding() binding.Encoding { return m.encoding }
+func (m *message) ReadEncoding() binding.Encoding { return m.encoding }
 
 // ReadStructured hands a structured JSON event to w.
-func (m *Message) ReadStructured(ctx context.Context, w binding.StructuredWriter) error {
+func (m *message) ReadStructured(ctx context.Context, w binding.StructuredWriter) error {
 	if m.encoding != binding.EncodingStructured {
 		return binding.ErrNotStructured
 	}
@@ -114,7 +111,7 @@ func (m *Message) ReadStructured(ctx context.Context, w binding.StructuredWriter
 }
 
 // ReadBinary hands the attributes of a binary-mode event and its data to w.
-func (m *Message) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
+func (m *message) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
 	if m.encoding != binding.EncodingBinary {
 		return binding.ErrNotBinary
 	}
@@ -174,7 +171,7 @@ func (m *Message) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
 }
 
 // GetAttribute returns a binary-mode attribute's decoded value, or nil.
-func (m *Message) GetAttribute(k spec.Kind) (spec.Attribute, any) {
+func (m *message) GetAttribute(k spec.Kind) (spec.Attribute, any) {
 	if m.version == nil {
 		return nil, nil
 	}
@@ -189,7 +186,7 @@ func (m *Message) GetAttribute(k spec.Kind) (spec.Attribute, any) {
 }
 
 // GetExtension returns a binary-mode extension's decoded value, or nil.
-func (m *Message) GetExtension(name string) any {
+func (m *message) GetExtension(name string) any {
 	if v, ok, err := m.lookup(headerPrefix + name); err == nil && ok {
 		return v
 	}
@@ -197,24 +194,24 @@ func (m *Message) GetExtension(name string) any {
 }
 
 // Finish does nothing: the caller acknowledges the NATS message itself.
-func (m *Message) Finish(error) error { return nil }
+func (m *message) Finish(error) error { return nil }
 
-// Decode reads a CloudEvent from a NATS message in either content mode and validates it.
-// Every failure wraps ErrNotCloudEvent.
+// Decode reads a CloudEvent from a NATS message in either content mode and validates it. Every
+// error says "not a CloudEvent: " and why.
 func Decode(ctx context.Context, header nats.Header, body []byte) (*event.Event, error) {
-	m := NewMessage(header, body)
+	m := newMessage(header, body)
 	if m.encoding == binding.EncodingUnknown {
 		if m.err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNotCloudEvent, m.err)
+			return nil, fmt.Errorf("not a CloudEvent: %w", m.err)
 		}
-		return nil, fmt.Errorf("%w: no ce-specversion header and no JSON event body", ErrNotCloudEvent)
+		return nil, errors.New("not a CloudEvent: no ce-specversion header and no JSON event body")
 	}
 	ev, err := binding.ToEvent(ctx, m)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotCloudEvent, err)
+		return nil, fmt.Errorf("not a CloudEvent: %w", err)
 	}
 	if err := ev.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotCloudEvent, err)
+		return nil, fmt.Errorf("not a CloudEvent: %w", err)
 	}
 	return ev, nil
 }
