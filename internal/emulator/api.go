@@ -1,22 +1,22 @@
 package emulator
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/mail"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
 // cancel answers a cancel POST and records it.
-func (e *Emulator) cancel(w http.ResponseWriter, r *http.Request, publisher, offer string) {
+func (e *Emulator) cancel(w http.ResponseWriter, r *http.Request) {
+	publisher, offer := r.PathValue("publisherId"), r.PathValue("offerId")
 	call := Call{PublisherID: publisher, OfferID: offer, At: time.Now()}
 	rep, emails := e.decideCancel(w, r, publisher, offer)
 	call.NotificationEmails = emails
@@ -85,26 +85,13 @@ func (e *Emulator) authorize(r *http.Request) (reply, bool) {
 	return reply{}, true
 }
 
-// apiVersionQuery is the query every client sends; matching it exactly spares parsing.
-const apiVersionQuery = "api-version=" + APIVersion
-
 func checkAPIVersion(r *http.Request) (reply, bool) {
-	if r.URL.RawQuery == apiVersionQuery {
-		return reply{}, true
-	}
-	if v := r.URL.Query().Get("api-version"); v != APIVersion {
+	if v := r.URL.Query().Get("api-version"); v != apiVersion {
 		return errorReply(http.StatusBadRequest, "InvalidApiVersion",
-			fmt.Sprintf("The api-version %q is missing or not supported; use %s.", v, APIVersion)), false
+			fmt.Sprintf("The api-version %q is missing or not supported; use %s.", v, apiVersion)), false
 	}
 	return reply{}, true
 }
-
-// emptyMetadataBody is what clients send without notification emails; it is valid, and
-// recognising it spares decoding.
-const emptyMetadataBody = `{"metadata":{}}`
-
-// bodyBuffers holds *bytes.Buffer for reading request bodies, which are not kept.
-var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // validateCancel checks api-version and the request body; it returns the zero reply when the
 // request is well formed, and the notification emails as sent once they decode as a string
@@ -113,24 +100,15 @@ func (e *Emulator) validateCancel(w http.ResponseWriter, r *http.Request) (reply
 	if rep, ok := checkAPIVersion(r); !ok {
 		return rep, ""
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return badRequest("Content-Type must be application/json."), ""
-		}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return badRequest("Content-Type must be application/json."), ""
 	}
-	buf := bodyBuffers.Get().(*bytes.Buffer)
-	defer bodyBuffers.Put(buf)
-	buf.Reset()
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
-		if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
-			return errorReply(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
-				fmt.Sprintf("The request body exceeds %d bytes.", maxBodyBytes)), ""
-		}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+		return errorReply(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
+			fmt.Sprintf("The request body exceeds %d bytes.", maxBodyBytes)), ""
+	} else if err != nil {
 		return badRequest("The request body could not be read."), ""
-	}
-	b := buf.Bytes()
-	if string(b) == emptyMetadataBody {
-		return reply{}, ""
 	}
 	var body struct {
 		Metadata map[string]json.RawMessage `json:"metadata"`
@@ -173,16 +151,16 @@ func (e *Emulator) scenario(publisher, offer string) reply {
 	case strings.HasPrefix(offer, "broken"):
 		return errorReply(http.StatusServiceUnavailable, "ServiceUnavailable", "The service is temporarily unavailable.")
 	case strings.HasPrefix(offer, "sync"):
-		return reply{status: http.StatusOK, body: emptyObject}
+		return reply{status: http.StatusOK, body: struct{}{}}
 	}
 	op := e.startOperation(offerKey{publisher, offer})
 	switch {
 	case strings.HasPrefix(offer, "bodyloc"):
 		return reply{status: http.StatusAccepted, body: locationBody{op.location}}
 	case strings.HasPrefix(offer, "oploc"):
-		return reply{status: http.StatusAccepted, header: header{"Operation-Location", op.location}, body: emptyObject}
+		return reply{status: http.StatusAccepted, header: header{"Operation-Location", op.location}, body: struct{}{}}
 	}
-	return reply{status: http.StatusAccepted, header: header{"Location", op.location}, body: emptyObject}
+	return reply{status: http.StatusAccepted, header: header{"Location", op.location}, body: struct{}{}}
 }
 
 // locationBody is the body of bodyloc* answers.
@@ -224,10 +202,10 @@ func (e *Emulator) startOperation(key offerKey) *operation {
 	if strings.HasPrefix(key.offer, "legacy") {
 		op.id = key.publisher + "$" + key.offer + "$2$preview"
 		// url.PathEscape keeps `$`, as the API does.
-		op.location = "/api/operations/" + url.PathEscape(op.id) + "?api-version=" + APIVersion
+		op.location = "/api/operations/" + url.PathEscape(op.id) + "?api-version=" + apiVersion
 	} else {
 		op.location = "/api/publishers/" + url.PathEscape(key.publisher) + "/offers/" + url.PathEscape(key.offer) +
-			"/operations/" + op.id + "?api-version=" + APIVersion
+			"/operations/" + op.id + "?api-version=" + apiVersion
 	}
 	e.ops[op.id] = op
 	e.current[key] = op
@@ -245,11 +223,13 @@ func (e *Emulator) startOperation(key offerKey) *operation {
 	return op
 }
 
-// getOperation answers an operation GET; owner is nil on the /api/operations/{id} route.
-func (e *Emulator) getOperation(w http.ResponseWriter, r *http.Request, owner *offerKey, id string) {
-	if !allowed(r, http.MethodGet) {
-		e.respond(w, r, methodNotAllowed(http.MethodGet))
-		return
+// getOperation answers an operation GET, on a route that names the operation's offer or on
+// /api/operations/{operationId}.
+func (e *Emulator) getOperation(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("operationId")
+	var owner *offerKey
+	if p := r.PathValue("publisherId"); p != "" {
+		owner = &offerKey{p, r.PathValue("offerId")}
 	}
 	at := time.Now()
 	rep := e.decideOperation(r, owner, id)

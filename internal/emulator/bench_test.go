@@ -24,7 +24,7 @@ func BenchmarkCancel(b *testing.B) {
 	for i := range reqs {
 		readers[i] = bytes.NewReader(body)
 		r := httptest.NewRequest(http.MethodPost,
-			"/api/publishers/loadgen/offers/loadgen-offer-"+strconv.Itoa(i)+"/cancel?api-version="+APIVersion, nil)
+			"/api/publishers/loadgen/offers/loadgen-offer-"+strconv.Itoa(i)+"/cancel?api-version="+apiVersion, nil)
 		r.Body = io.NopCloser(readers[i])
 		r.Header.Set("Authorization", "Bearer "+testToken)
 		r.Header.Set("Content-Type", "application/json")

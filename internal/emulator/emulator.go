@@ -9,19 +9,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	mathrand "math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// APIVersion is the only api-version the emulator accepts.
-const APIVersion = "2017-10-31"
-
 const (
+	// apiVersion is the only api-version the emulator accepts.
+	apiVersion               = "2017-10-31"
 	defaultOperationDuration = 30 * time.Second
 	maxRecords               = 100000   // calls and operations kept in memory
 	maxPolls                 = 10000    // poll times kept per operation (all are counted)
@@ -48,6 +49,7 @@ type Emulator struct {
 	latency    atomic.Int64             // a time.Duration; SetLatency replaces it
 	opDuration time.Duration
 	log        *slog.Logger
+	mux        *http.ServeMux
 	maxCalls   int
 	maxOps     int
 
@@ -118,6 +120,7 @@ func New(opts Options) *Emulator {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	e.mux = e.routes()
 	e.Reset()
 	return e
 }
@@ -197,104 +200,109 @@ func (e *Emulator) Reset() {
 
 // ServeHTTP serves the API and admin endpoints described in the package documentation.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var buf [7]string // the longest route's segments
-	seg, ok := segments(r.URL.EscapedPath(), buf[:0])
-	switch {
-	case !ok:
+	if !routable(r.URL.EscapedPath()) {
 		e.respond(w, r, notFound())
-	case len(seg) == 6 && seg[0] == "api" && seg[1] == "publishers" && seg[3] == "offers" && seg[5] == "cancel":
-		if allowed(r, http.MethodPost) {
-			e.cancel(w, r, seg[2], seg[4])
-		} else {
-			e.respond(w, r, methodNotAllowed(http.MethodPost))
-		}
-	case len(seg) == 7 && seg[0] == "api" && seg[1] == "publishers" && seg[3] == "offers" && seg[5] == "operations":
-		e.getOperation(w, r, &offerKey{seg[2], seg[4]}, seg[6])
-	case len(seg) == 3 && seg[0] == "api" && seg[1] == "operations":
-		e.getOperation(w, r, nil, seg[2])
-	case len(seg) == 2 && seg[0] == "_emulator":
-		e.respond(w, r, e.admin(w, r, seg[1]))
-	default:
-		e.respond(w, r, notFound())
+		return
 	}
+	e.mux.ServeHTTP(w, r)
 }
 
-// segments appends the unescaped segments of an escaped path to buf; ok is false when one is
-// empty or badly escaped, which no route accepts.
-func segments(escapedPath string, buf []string) (seg []string, ok bool) {
-	seg = buf
-	for s := range strings.SplitSeq(strings.TrimPrefix(escapedPath, "/"), "/") {
-		u, err := url.PathUnescape(s)
-		if err != nil || u == "" {
-			return nil, false
-		}
-		seg = append(seg, u)
+// routable reports whether an escaped path could name a route: absolute, without an empty, "."
+// or ".." segment (which ServeMux would redirect) or a bad escape.
+func routable(escapedPath string) bool {
+	rest, ok := strings.CutPrefix(escapedPath, "/")
+	if !ok {
+		return false
 	}
-	return seg, true
+	for s := range strings.SplitSeq(rest, "/") {
+		if _, err := url.PathUnescape(s); err != nil || s == "" || s == "." || s == ".." {
+			return false
+		}
+	}
+	return true
 }
 
-func allowed(r *http.Request, methods ...string) bool {
-	for _, m := range methods {
-		if r.Method == m {
-			return true
+// routes serves each path of the package documentation by method. Another method on a known path
+// answers 405 naming the allowed ones (HEAD too, which a GET pattern would otherwise take), and
+// an unknown path 404, both with the API's error body.
+func (e *Emulator) routes() *http.ServeMux {
+	routes := []struct {
+		path     string
+		byMethod map[string]http.HandlerFunc
+	}{
+		{"/api/publishers/{publisherId}/offers/{offerId}/cancel", map[string]http.HandlerFunc{http.MethodPost: e.cancel}},
+		{"/api/publishers/{publisherId}/offers/{offerId}/operations/{operationId}", map[string]http.HandlerFunc{http.MethodGet: e.getOperation}},
+		{"/api/operations/{operationId}", map[string]http.HandlerFunc{http.MethodGet: e.getOperation}},
+		{"/_emulator/faults", map[string]http.HandlerFunc{http.MethodPost: e.answer(e.injectFaults)}},
+		{"/_emulator/rates", map[string]http.HandlerFunc{http.MethodGet: e.answer(e.getRates), http.MethodPut: e.answer(e.putRates)}},
+		{"/_emulator/calls", map[string]http.HandlerFunc{http.MethodGet: e.answer(e.getCalls)}},
+		{"/_emulator/reset", map[string]http.HandlerFunc{http.MethodPost: e.answer(e.reset)}},
+	}
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		allow := slices.Sorted(maps.Keys(rt.byMethod))
+		for method, h := range rt.byMethod {
+			mux.HandleFunc(method+" "+rt.path, h)
+		}
+		notAllowed := e.answer(func(http.ResponseWriter, *http.Request) reply { return methodNotAllowed(allow...) })
+		mux.HandleFunc(rt.path, notAllowed)
+		if _, get := rt.byMethod[http.MethodGet]; get {
+			mux.HandleFunc(http.MethodHead+" "+rt.path, notAllowed)
 		}
 	}
-	return false
+	mux.HandleFunc("/", e.answer(func(http.ResponseWriter, *http.Request) reply { return notFound() }))
+	return mux
 }
 
-func (e *Emulator) admin(w http.ResponseWriter, r *http.Request, name string) reply {
-	switch name {
-	case "faults":
-		if !allowed(r, http.MethodPost) {
-			return methodNotAllowed(http.MethodPost)
-		}
-		var faults []Fault
-		if err := decodeAdmin(w, r, &faults); err != nil {
-			return badRequest(err.Error())
-		}
-		for i, f := range faults {
-			if err := f.validate(); err != nil {
-				return badRequest(fmt.Sprintf("fault %d: %v", i, err))
-			}
-		}
-		e.Inject(faults...)
-		return reply{status: http.StatusNoContent}
-	case "rates":
-		switch r.Method {
-		case http.MethodGet:
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			return reply{status: http.StatusOK, body: e.rates}
-		case http.MethodPut:
-			var rates Rates
-			if err := decodeAdmin(w, r, &rates); err != nil {
-				return badRequest(err.Error())
-			}
-			for _, p := range []float64{rates.ServerError, rates.Throttle, rates.Drop} {
-				if !(p >= 0 && p <= 1) {
-					return badRequest("rates must be between 0 and 1")
-				}
-			}
-			if !validRetryAfter(rates.RetryAfter) {
-				return badRequest("retryAfter must be a number of seconds")
-			}
-			e.SetRates(rates)
-			return reply{status: http.StatusNoContent}
-		}
-		return methodNotAllowed(http.MethodGet, http.MethodPut)
-	case "calls":
-		if !allowed(r, http.MethodGet) {
-			return methodNotAllowed(http.MethodGet)
-		}
-		return reply{status: http.StatusOK, body: e.Calls()}
-	case "reset":
-		if !allowed(r, http.MethodPost) {
-			return methodNotAllowed(http.MethodPost)
-		}
-		e.Reset()
-		return reply{status: http.StatusNoContent}
+// answer serves the reply that decide returns.
+func (e *Emulator) answer(decide func(http.ResponseWriter, *http.Request) reply) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { e.respond(w, r, decide(w, r)) }
+}
+
+func (e *Emulator) injectFaults(w http.ResponseWriter, r *http.Request) reply {
+	var faults []Fault
+	if err := decodeAdmin(w, r, &faults); err != nil {
+		return badRequest(err.Error())
 	}
-	return notFound()
+	for i, f := range faults {
+		if err := f.validate(); err != nil {
+			return badRequest(fmt.Sprintf("fault %d: %v", i, err))
+		}
+	}
+	e.Inject(faults...)
+	return reply{status: http.StatusNoContent}
+}
+
+func (e *Emulator) getRates(http.ResponseWriter, *http.Request) reply {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return reply{status: http.StatusOK, body: e.rates}
+}
+
+func (e *Emulator) putRates(w http.ResponseWriter, r *http.Request) reply {
+	var rates Rates
+	if err := decodeAdmin(w, r, &rates); err != nil {
+		return badRequest(err.Error())
+	}
+	for _, p := range []float64{rates.ServerError, rates.Throttle, rates.Drop} {
+		if !(p >= 0 && p <= 1) {
+			return badRequest("rates must be between 0 and 1")
+		}
+	}
+	if !validRetryAfter(rates.RetryAfter) {
+		return badRequest("retryAfter must be a number of seconds")
+	}
+	e.SetRates(rates)
+	return reply{status: http.StatusNoContent}
+}
+
+func (e *Emulator) getCalls(http.ResponseWriter, *http.Request) reply {
+	return reply{status: http.StatusOK, body: e.Calls()}
+}
+
+func (e *Emulator) reset(http.ResponseWriter, *http.Request) reply {
+	e.Reset()
+	return reply{status: http.StatusNoContent}
 }
 
 // decodeAdmin decodes one JSON value from a bounded body, refusing unknown fields so that a
@@ -414,7 +422,7 @@ func (e *Emulator) record(c Call) {
 type reply struct {
 	status int
 	header header // extra header, if any
-	body   any    // JSON, or rawJSON; nil means no body
+	body   any    // JSON; nil means no body
 	drop   bool
 	delay  time.Duration
 }
@@ -424,16 +432,6 @@ type header struct {
 	name  string // canonical form
 	value string
 }
-
-// rawJSON is a reply body encoded ahead of time, trailing newline included.
-type rawJSON []byte
-
-// emptyObject is the body of 200 and most 202 answers, boxed once: converting a slice to an
-// interface allocates.
-var emptyObject any = rawJSON("{}\n")
-
-// jsonContentType is the Content-Type of every body; shared by all answers, so never modified.
-var jsonContentType = []string{"application/json; charset=utf-8"}
 
 type errorBody struct {
 	Error struct {
@@ -480,27 +478,18 @@ func (e *Emulator) respond(w http.ResponseWriter, r *http.Request, rep reply) {
 		h[rep.header.name] = []string{rep.header.value}
 	}
 	h["X-Ms-Correlation-Request-Id"] = []string{correlationID}
-	// Checked first: the arguments would cost allocations even when debug is off.
-	if e.log.Enabled(r.Context(), slog.LevelDebug) {
-		e.log.Debug("emulator answered", "method", r.Method, "path", r.URL.Path, "status", rep.status, "correlationId", correlationID)
-	}
-	var b []byte
-	switch body := rep.body.(type) {
-	case nil:
+	e.log.Debug("emulator answered", "method", r.Method, "path", r.URL.Path, "status", rep.status, "correlationId", correlationID)
+	if rep.body == nil {
 		w.WriteHeader(rep.status)
 		return
-	case rawJSON:
-		b = body
-	default:
-		var err error
-		if b, err = json.Marshal(body); err != nil { // only our own types are marshalled; this is a bug
-			panic(fmt.Sprintf("emulator: marshal reply: %v", err))
-		}
-		b = append(b, '\n')
 	}
-	h["Content-Type"] = jsonContentType
+	b, err := json.Marshal(rep.body)
+	if err != nil { // only our own types are marshalled; this is a bug
+		panic(fmt.Sprintf("emulator: marshal reply: %v", err))
+	}
+	h.Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(rep.status)
-	w.Write(b)
+	w.Write(append(b, '\n'))
 }
 
 // sleep waits d, reporting false when ctx ended first.
