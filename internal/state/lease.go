@@ -124,14 +124,6 @@ func (l *Lease) Wait(ctx context.Context, attempts int, retryAt time.Time) error
 	return l.writeLocked(ctx, State{Phase: Waiting, Attempts: attempts, RetryAt: retryAt})
 }
 
-// Release gives the lease up at once, keeping the attempts made so far.
-func (l *Lease) Release(ctx context.Context) error {
-	l.mu.Lock()
-	attempts := l.entry.Attempts
-	l.mu.Unlock()
-	return l.Wait(ctx, attempts, time.Now())
-}
-
 // Settle records the request's answer (st must be settled) and ends the lease. It returns the
 // entry to change further with Store.Update. The holder may settle even after its lease ran out,
 // as long as nobody took the request over meanwhile.
