@@ -77,7 +77,8 @@ type Config struct {
 	// (rate limit, concurrency cap, token, a slow answer), so that no other worker takes the
 	// request over meanwhile; the fence alone would keep it from calling, but not from waiting.
 	Renew time.Duration
-	// RetryBase and RetryMax bound the exponential retry delay (defaults 1s and 1m).
+	// RetryBase and RetryMax bound the exponential retry delay (defaults 1s and 1m). The service
+	// keeps the defaults; tests shorten them so that retries fit in a test's time.
 	RetryBase, RetryMax time.Duration
 	// Follow, when set, follows the operation of every 202: the request's state becomes
 	// following, with its first poll FollowFirstPoll and its deadline FollowTimeout from now.
