@@ -12,8 +12,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 )
 
-// DefaultScope is the OAuth scope of the Cloud Partner Portal API.
-const DefaultScope = "https://cloudpartner.azure.com/.default"
+// defaultScope is the OAuth scope of the Cloud Partner Portal API.
+const defaultScope = "https://cloudpartner.azure.com/.default"
 
 // refreshBefore is how long before its expiry a cached Azure token is replaced.
 const refreshBefore = 5 * time.Minute
@@ -109,10 +109,11 @@ type AzureToken struct {
 
 var _ TokenSource = (*AzureToken)(nil)
 
-// NewAzureToken returns a TokenSource for scope (DefaultScope when empty).
+// NewAzureToken returns a TokenSource for scope; empty means the Cloud Partner Portal API's,
+// https://cloudpartner.azure.com/.default.
 func NewAzureToken(cred azcore.TokenCredential, scope string) *AzureToken {
 	if scope == "" {
-		scope = DefaultScope
+		scope = defaultScope
 	}
 	return &AzureToken{cred: cred, scope: scope}
 }

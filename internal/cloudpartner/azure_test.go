@@ -50,8 +50,8 @@ func TestAzureToken(t *testing.T) {
 				t.Fatalf("Token = %q, %v; want token-1", tok, err)
 			}
 		}
-		if cred.calls != 1 || len(cred.scopes) != 1 || cred.scopes[0] != DefaultScope {
-			t.Errorf("credential asked %d times for %v, want once for %s", cred.calls, cred.scopes, DefaultScope)
+		if cred.calls != 1 || len(cred.scopes) != 1 || cred.scopes[0] != defaultScope {
+			t.Errorf("credential asked %d times for %v, want once for %s", cred.calls, cred.scopes, defaultScope)
 		}
 	})
 	t.Run("a token about to expire is replaced", func(t *testing.T) {
@@ -72,7 +72,7 @@ func TestAzureToken(t *testing.T) {
 	})
 	t.Run("errors name the scope", func(t *testing.T) {
 		a := NewAzureToken(&fakeCredential{err: errors.New("no identity endpoint")}, "")
-		if _, err := a.Token(ctx, false); err == nil || !strings.Contains(err.Error(), DefaultScope) {
+		if _, err := a.Token(ctx, false); err == nil || !strings.Contains(err.Error(), defaultScope) {
 			t.Errorf("error %v, want one naming the scope", err)
 		}
 	})
@@ -176,7 +176,7 @@ func TestAzureServicePrincipalOnLoopback(t *testing.T) {
 	}
 	f := forms[0]
 	if f.Get("grant_type") != "client_credentials" || f.Get("client_id") != "client-1" || f.Get("client_secret") != "secret-1" ||
-		!slices.Contains(strings.Fields(f.Get("scope")), DefaultScope) {
+		!slices.Contains(strings.Fields(f.Get("scope")), defaultScope) {
 		t.Errorf("token request %v", f)
 	}
 }
