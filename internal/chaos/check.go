@@ -506,7 +506,7 @@ func (r *Report) checkPolls(obs Observed, o CheckOptions, byOffer map[string]*Re
 		var polls []time.Time
 		for i, p := range sorted {
 			byStatus[p.Status]++
-			// A poll answered 401 is retried at once with a fresh token (README, "Guarantees"):
+			// A poll answered 401 is retried at once with a fresh token (docs/following.md):
 			// the two are one poll.
 			if p.Status == 401 && i+1 < len(sorted) && sorted[i+1].At.Sub(p.At) < window {
 				retried401++
