@@ -220,8 +220,8 @@ func TestCompose(t *testing.T) {
 				t.Errorf("environment %s: the service reads no such variable", name)
 			}
 		}
-		if u, err := url.Parse(cfg.NATSURL); err != nil || u.Hostname() != "nats" {
-			t.Errorf("NATS_URL %q does not name the nats service", cfg.NATSURL)
+		if u, err := url.Parse(cfg.NATS.URL); err != nil || u.Hostname() != "nats" {
+			t.Errorf("NATS_URL %q does not name the nats service", cfg.NATS.URL)
 		}
 		// Plain http is allowed to loopback only: cpcancel shares the emulator's network namespace
 		// and calls it there.
@@ -231,12 +231,12 @@ func TestCompose(t *testing.T) {
 		if len(cp.Ports) > 0 {
 			t.Error("ports on cpcancel: with network_mode service:emulator they belong to the emulator")
 		}
-		base, _ := url.Parse(cfg.BaseURL)
+		base, _ := url.Parse(cfg.CloudPartner.BaseURL)
 		if l, _ := flag(emu.Command, "-listen"); !strings.HasSuffix(l, ":"+base.Port()) {
-			t.Errorf("cpcancel calls %s, the emulator listens on %q", cfg.BaseURL, l)
+			t.Errorf("cpcancel calls %s, the emulator listens on %q", cfg.CloudPartner.BaseURL, l)
 		}
-		if tok, _ := flag(emu.Command, "-token"); tok == "" || tok != cfg.Token {
-			t.Errorf("the emulator wants token %q, cpcancel sends %q", tok, cfg.Token)
+		if tok, _ := flag(emu.Command, "-token"); tok == "" || tok != cfg.CloudPartner.Token {
+			t.Errorf("the emulator wants token %q, cpcancel sends %q", tok, cfg.CloudPartner.Token)
 		}
 		if emu.Command[0] != "emulator" {
 			t.Errorf("emulator command %v, want the emulator subcommand", emu.Command)

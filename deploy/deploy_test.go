@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -229,17 +228,10 @@ func unknownSeries(expr string, exported map[string]bool) []string {
 // defaultConfig is the service's configuration with nothing set but what env holds.
 func defaultConfig(t *testing.T, env map[string]string) config.Config {
 	t.Helper()
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, config.Prefix+"_") || name == "NATS_URL" {
-			t.Setenv(name, "") // restored after the test
-			os.Unsetenv(name)
-		}
-	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	cfg, err := config.Read()
+	cfg, err := config.Read(func(name string) (string, bool) {
+		v, ok := env[name]
+		return v, ok
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,14 +242,11 @@ func defaultConfig(t *testing.T, env map[string]string) config.Config {
 func configVariables(t *testing.T) map[string]bool {
 	t.Helper()
 	vars := map[string]bool{"NATS_URL": true}
-	typ := reflect.TypeOf(config.Config{})
-	for i := range typ.NumField() {
-		if name := typ.Field(i).Tag.Get("envconfig"); name != "" {
-			vars[name] = true
-		}
+	for _, v := range config.Variables() {
+		vars[v.Name] = true
 	}
 	if !vars["CPCANCEL_SHUTDOWN_TIMEOUT"] {
-		t.Fatal("config.Config no longer names its variables in envconfig tags: fix configVariables")
+		t.Fatal("config.Variables no longer lists CPCANCEL_SHUTDOWN_TIMEOUT: fix configVariables")
 	}
 	return vars
 }
@@ -266,9 +255,9 @@ func configVariables(t *testing.T) map[string]bool {
 // path inside a container) replaced by a real file.
 func validate(t *testing.T, cfg config.Config) {
 	t.Helper()
-	if cfg.TokenFile != "" {
-		cfg.TokenFile = filepath.Join(t.TempDir(), "token")
-		if err := os.WriteFile(cfg.TokenFile, []byte("token"), 0o600); err != nil {
+	if cfg.CloudPartner.TokenFile != "" {
+		cfg.CloudPartner.TokenFile = filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(cfg.CloudPartner.TokenFile, []byte("token"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -301,7 +290,7 @@ func TestDockerfile(t *testing.T) {
 	}
 	// The exposed port is the service's default HTTP port.
 	cfg := defaultConfig(t, nil)
-	if !strings.HasSuffix(cfg.HTTPAddr, ":8080") {
-		t.Errorf("CPCANCEL_HTTP_ADDR defaults to %q but the Dockerfile exposes 8080", cfg.HTTPAddr)
+	if !strings.HasSuffix(cfg.HTTP.Addr, ":8080") {
+		t.Errorf("CPCANCEL_HTTP_ADDR defaults to %q but the Dockerfile exposes 8080", cfg.HTTP.Addr)
 	}
 }

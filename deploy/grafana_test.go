@@ -210,7 +210,7 @@ func TestDashboardCoversIssue(t *testing.T) {
 // service uses by default.
 func TestDashboardConsumerVariables(t *testing.T) {
 	cfg := defaultConfig(t, nil)
-	want := map[string]string{"stream": cfg.RequestStream, "consumer": cfg.Consumer}
+	want := map[string]string{"stream": cfg.Streams.RequestStream, "consumer": cfg.Streams.Consumer}
 	for _, v := range readDashboard(t).Templating.List {
 		if w, ok := want[v.Name]; ok {
 			if v.Query != w || v.Current.Value != w {

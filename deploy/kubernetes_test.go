@@ -355,7 +355,7 @@ func TestKubernetes(t *testing.T) {
 				t.Errorf("env %s = %q, want %q", name, env[name], want)
 			}
 		}
-		if cfg.NATSURL == "" {
+		if cfg.NATS.URL == "" {
 			t.Error("no NATS_URL: the service would start an embedded server")
 		}
 		for _, p := range shutdownProblems(cfg, env, pod.TerminationGracePeriodSeconds) {
@@ -399,7 +399,7 @@ func TestKubernetes(t *testing.T) {
 
 	// The metrics port: the service's HTTP address, named so that the probes, the Service and
 	// the ServiceMonitor refer to it by name.
-	_, httpPort, _ := strings.Cut(cfg.HTTPAddr, ":")
+	_, httpPort, _ := strings.Cut(cfg.HTTP.Addr, ":")
 	var metricsPort int
 	for _, p := range c.Ports {
 		if p.Name == "metrics" {
@@ -407,7 +407,7 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 	if strconv.Itoa(metricsPort) != httpPort {
-		t.Errorf("container port metrics = %d, the service listens on %s (CPCANCEL_HTTP_ADDR)", metricsPort, cfg.HTTPAddr)
+		t.Errorf("container port metrics = %d, the service listens on %s (CPCANCEL_HTTP_ADDR)", metricsPort, cfg.HTTP.Addr)
 	}
 
 	t.Run("probes", func(t *testing.T) {
@@ -428,12 +428,12 @@ func TestKubernetes(t *testing.T) {
 	})
 
 	t.Run("token", func(t *testing.T) {
-		if cfg.TokenFile == "" || cfg.Token != "" {
+		if cfg.CloudPartner.TokenFile == "" || cfg.CloudPartner.Token != "" {
 			t.Fatal("want the token from CPCANCEL_CLOUDPARTNER_TOKEN_FILE, never inline")
 		}
 		var mount string
 		for _, vm := range c.VolumeMounts {
-			if strings.HasPrefix(cfg.TokenFile, vm.MountPath+"/") {
+			if strings.HasPrefix(cfg.CloudPartner.TokenFile, vm.MountPath+"/") {
 				if vm.SubPath != "" {
 					t.Errorf("volume %s is mounted with subPath: the kubelet would never update the token", vm.Name)
 				}
@@ -449,7 +449,7 @@ func TestKubernetes(t *testing.T) {
 						t.Errorf("volume %s is not a Secret", v.Name)
 						continue
 					}
-					file := strings.TrimPrefix(cfg.TokenFile, vm.MountPath+"/")
+					file := strings.TrimPrefix(cfg.CloudPartner.TokenFile, vm.MountPath+"/")
 					if len(v.Secret.Items) > 0 && !slices.ContainsFunc(v.Secret.Items, func(i struct{ Key, Path string }) bool { return i.Path == file }) {
 						t.Errorf("Secret %s does not project %s", v.Secret.SecretName, file)
 					}
@@ -457,7 +457,7 @@ func TestKubernetes(t *testing.T) {
 			}
 		}
 		if mount == "" {
-			t.Errorf("no volume mounted where CPCANCEL_CLOUDPARTNER_TOKEN_FILE=%s points", cfg.TokenFile)
+			t.Errorf("no volume mounted where CPCANCEL_CLOUDPARTNER_TOKEN_FILE=%s points", cfg.CloudPartner.TokenFile)
 		}
 	})
 
@@ -522,8 +522,8 @@ func TestKubernetes(t *testing.T) {
 			t.Fatalf("triggers %+v, want one nats-jetstream trigger", so.Spec.Triggers)
 		}
 		md := so.Spec.Triggers[0].Metadata
-		if md["stream"] != cfg.RequestStream || md["consumer"] != cfg.Consumer {
-			t.Errorf("scales on %s/%s, the service consumes %s/%s", md["stream"], md["consumer"], cfg.RequestStream, cfg.Consumer)
+		if md["stream"] != cfg.Streams.RequestStream || md["consumer"] != cfg.Streams.Consumer {
+			t.Errorf("scales on %s/%s, the service consumes %s/%s", md["stream"], md["consumer"], cfg.Streams.RequestStream, cfg.Streams.Consumer)
 		}
 		if md["natsServerMonitoringEndpoint"] == "" || md["account"] == "" {
 			t.Errorf("trigger metadata %v lacks natsServerMonitoringEndpoint or account", md)
@@ -563,17 +563,17 @@ func shutdownProblems(cfg config.Config, env map[string]string, graceSeconds *in
 		return "the default"
 	}
 	var problems []string
-	if need := cfg.HTTPTimeout + 2*config.PublishTimeout; cfg.ShutdownTimeout < need {
+	if need := cfg.CloudPartner.HTTPTimeout + 2*config.PublishTimeout; cfg.Processing.ShutdownTimeout < need {
 		problems = append(problems, fmt.Sprintf("CPCANCEL_SHUTDOWN_TIMEOUT %s (%s) does not cover one API call of CPCANCEL_HTTP_TIMEOUT %s (%s) and storing its result: want at least %s",
-			cfg.ShutdownTimeout, from("CPCANCEL_SHUTDOWN_TIMEOUT"), cfg.HTTPTimeout, from("CPCANCEL_HTTP_TIMEOUT"), need))
+			cfg.Processing.ShutdownTimeout, from("CPCANCEL_SHUTDOWN_TIMEOUT"), cfg.CloudPartner.HTTPTimeout, from("CPCANCEL_HTTP_TIMEOUT"), need))
 	}
 	grace := 30 * time.Second // Kubernetes' default
 	if graceSeconds != nil {
 		grace = time.Duration(*graceSeconds) * time.Second
 	}
-	if need := cfg.ShutdownTimeout + 15*time.Second; grace < need {
+	if need := cfg.Processing.ShutdownTimeout + 15*time.Second; grace < need {
 		problems = append(problems, fmt.Sprintf("terminationGracePeriodSeconds is %s, want at least %s (CPCANCEL_SHUTDOWN_TIMEOUT %s, %s, + 15s)",
-			grace, need, cfg.ShutdownTimeout, from("CPCANCEL_SHUTDOWN_TIMEOUT")))
+			grace, need, cfg.Processing.ShutdownTimeout, from("CPCANCEL_SHUTDOWN_TIMEOUT")))
 	}
 	return problems
 }
@@ -667,7 +667,7 @@ func testNACK(t *testing.T, ms []manifest, cfg config.Config) {
 	only(t, ms, "Consumer", &cons)
 	c, want := cons.Spec, topo.ConsumerConfig()
 	for _, f := range []field{
-		{"streamName", c.StreamName, cfg.RequestStream},
+		{"streamName", c.StreamName, cfg.Streams.RequestStream},
 		{"durableName", c.DurableName, want.Durable},
 		{"description", c.Description, want.Description},
 		{"filterSubject", c.FilterSubject, want.FilterSubject},

@@ -151,13 +151,13 @@ func TestAlertRuleNames(t *testing.T) {
 	cfg := defaultConfig(t, nil)
 	for _, a := range readAlerts(t) {
 		for _, m := range streamMatcherRE.FindAllStringSubmatch(a.Expr, -1) {
-			if m[1] != cfg.RequestStream {
-				t.Errorf("%s: stream_name=%q, the service consumes %q", a.Alert, m[1], cfg.RequestStream)
+			if m[1] != cfg.Streams.RequestStream {
+				t.Errorf("%s: stream_name=%q, the service consumes %q", a.Alert, m[1], cfg.Streams.RequestStream)
 			}
 		}
 		for _, m := range consumerMatcherRE.FindAllStringSubmatch(a.Expr, -1) {
-			if m[1] != cfg.Consumer {
-				t.Errorf("%s: consumer_name=%q, the service's consumer is %q", a.Alert, m[1], cfg.Consumer)
+			if m[1] != cfg.Streams.Consumer {
+				t.Errorf("%s: consumer_name=%q, the service's consumer is %q", a.Alert, m[1], cfg.Streams.Consumer)
 			}
 		}
 		for _, m := range jobMatcherRE.FindAllStringSubmatch(a.Expr, -1) {

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/url"
 	"path"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,10 +125,8 @@ func TestAsyncAPIChannels(t *testing.T) {
 func configDefaults(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for f := range reflect.TypeFor[config.Config]().Fields() {
-		if name := f.Tag.Get("envconfig"); name != "" {
-			out[name] = f.Tag.Get("default")
-		}
+	for _, v := range config.Variables() {
+		out[v.Name] = v.Default
 	}
 	return out
 }

@@ -4,33 +4,28 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/cpcancel/cpcancel/internal/config"
 )
 
-// Security is how cpcancel proves itself to NATS and checks the server: TLS (a CA, and a client
+// SecurityOptions turns the NATS settings into connection options: TLS (a CA, and a client
 // certificate for mutual TLS), and one of a credentials file (JWT and NKey seed) or an NKey seed
-// file. Empty fields are not used.
-type Security struct {
-	CA, Cert, Key string
-	Creds         string
-	NKeySeedFile  string
-}
-
-// Options turns s into connection options; errors name the setting at fault.
-func (s Security) Options() ([]nats.Option, error) {
+// file. Empty settings are not used; errors name the variable at fault.
+func SecurityOptions(n config.NATS) ([]nats.Option, error) {
 	var opts []nats.Option
-	if s.CA != "" {
-		opts = append(opts, nats.RootCAs(s.CA))
+	if n.CA != "" {
+		opts = append(opts, nats.RootCAs(n.CA))
 	}
-	if s.Cert != "" || s.Key != "" {
-		opts = append(opts, nats.ClientCert(s.Cert, s.Key))
+	if n.Cert != "" || n.Key != "" {
+		opts = append(opts, nats.ClientCert(n.Cert, n.Key))
 	}
 	switch {
-	case s.Creds != "" && s.NKeySeedFile != "":
+	case n.Creds != "" && n.NKey != "":
 		return nil, fmt.Errorf("CPCANCEL_NATS_CREDS and CPCANCEL_NATS_NKEY: set one, not both")
-	case s.Creds != "":
-		opts = append(opts, nats.UserCredentials(s.Creds))
-	case s.NKeySeedFile != "":
-		opt, err := nats.NkeyOptionFromSeed(s.NKeySeedFile)
+	case n.Creds != "":
+		opts = append(opts, nats.UserCredentials(n.Creds))
+	case n.NKey != "":
+		opt, err := nats.NkeyOptionFromSeed(n.NKey)
 		if err != nil {
 			return nil, fmt.Errorf("CPCANCEL_NATS_NKEY: %w", err)
 		}

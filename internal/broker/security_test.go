@@ -15,11 +15,12 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/cpcancel/cpcancel/internal/broker"
+	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
-// TestSecurityOptions checks the settings Security rejects before any connection, each error
-// naming the variable at fault.
+// TestSecurityOptions checks the settings SecurityOptions rejects before any connection, each
+// error naming the variable at fault.
 func TestSecurityOptions(t *testing.T) {
 	seed, _ := natstest.NKeyUser(t)
 	akp, err := nkeys.CreateAccount()
@@ -40,21 +41,21 @@ func TestSecurityOptions(t *testing.T) {
 	}
 
 	for _, c := range []struct {
-		name string
-		sec  broker.Security
-		want []string // settings the error names; none: no error
+		name     string
+		settings config.NATS
+		want     []string // settings the error names; none: no error
 	}{
-		{name: "nothing set", sec: broker.Security{}},
-		{name: "NKey user seed", sec: broker.Security{NKeySeedFile: seed}},
-		{name: "credentials and NKey", sec: broker.Security{Creds: seed, NKeySeedFile: seed},
+		{name: "nothing set", settings: config.NATS{}},
+		{name: "NKey user seed", settings: config.NATS{NKey: seed}},
+		{name: "credentials and NKey", settings: config.NATS{Creds: seed, NKey: seed},
 			want: []string{"CPCANCEL_NATS_CREDS", "CPCANCEL_NATS_NKEY"}},
-		{name: "NKey file without a seed", sec: broker.Security{NKeySeedFile: notASeed},
+		{name: "NKey file without a seed", settings: config.NATS{NKey: notASeed},
 			want: []string{"CPCANCEL_NATS_NKEY"}},
-		{name: "account seed instead of a user seed", sec: broker.Security{NKeySeedFile: accountSeedFile},
+		{name: "account seed instead of a user seed", settings: config.NATS{NKey: accountSeedFile},
 			want: []string{"CPCANCEL_NATS_NKEY"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := c.sec.Options()
+			_, err := broker.SecurityOptions(c.settings)
 			if len(c.want) == 0 {
 				if err != nil {
 					t.Fatalf("Options: %v", err)
@@ -86,14 +87,14 @@ func TestConnectSecurityErrors(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	for _, c := range []struct {
-		name  string
-		url   string
-		sec   broker.Security
-		cause func(error) bool
-		want  string
+		name     string
+		url      string
+		settings config.NATS
+		cause    func(error) bool
+		want     string
 	}{{
 		name: "untrusted server certificate", url: tlsServer.ClientURL(),
-		sec: broker.Security{CA: otherPKI.CA},
+		settings: config.NATS{CA: otherPKI.CA},
 		cause: func(err error) bool {
 			var verify *tls.CertificateVerificationError
 			return errors.As(err, &verify)
@@ -101,12 +102,12 @@ func TestConnectSecurityErrors(t *testing.T) {
 		want: "CPCANCEL_NATS_CA",
 	}, {
 		name: "wrong NKey", url: nkeyServer.ClientURL(),
-		sec:   broker.Security{NKeySeedFile: wrongSeed},
-		cause: func(err error) bool { return errors.Is(err, nats.ErrAuthorization) },
-		want:  "CPCANCEL_NATS_NKEY",
+		settings: config.NATS{NKey: wrongSeed},
+		cause:    func(err error) bool { return errors.Is(err, nats.ErrAuthorization) },
+		want:     "CPCANCEL_NATS_NKEY",
 	}} {
 		t.Run(c.name, func(t *testing.T) {
-			opts, err := c.sec.Options()
+			opts, err := broker.SecurityOptions(c.settings)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -63,11 +63,11 @@ func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr
 	if *dev {
 		return runDev(ctx, build, stdout, stderr)
 	}
-	cfg, err := config.Load()
+	cfg, err := config.Load(os.LookupEnv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	log := cfg.Logger(stderr)
+	log := cfg.Log.Logger(stderr)
 	log.Info("starting cpcancel", "version", build.Version, "revision", build.Revision, "gogc", setGCPercent())
 	return service.New(cfg, build, log).Run(ctx)
 }

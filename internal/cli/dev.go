@@ -43,7 +43,7 @@ var samples = []sample{
 // runDev runs the service on an embedded JetStream server (fresh store) and the emulator,
 // publishes the samples and prints every result until ctx is done.
 func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) error {
-	cfg, err := config.Read()
+	cfg, err := config.Read(os.LookupEnv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
@@ -63,20 +63,20 @@ func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) 
 	go func() { emuDone <- serve(emuCtx, ln, emu) }()
 	defer func() { stopEmu(); <-emuDone }()
 
-	cfg.NATSURL, cfg.DataDir = "", dir
-	cfg.BaseURL = "http://" + ln.Addr().String()
-	cfg.Token, cfg.TokenFile = devToken, ""
+	cfg.NATS.URL, cfg.NATS.DataDir = "", dir
+	cfg.CloudPartner.BaseURL = "http://" + ln.Addr().String()
+	cfg.CloudPartner.Token, cfg.CloudPartner.TokenFile = devToken, ""
 	// Follow the samples' operations to their end, quickly enough to watch.
-	cfg.Follow, cfg.FollowInterval = true, 5*time.Second
+	cfg.Follow.Enabled, cfg.Follow.Interval = true, 5*time.Second
 	// JetStream reserves each stream's limit on the disk up front: a throw-away store needs little.
 	const devBytes = 64 << 20
-	cfg.RequestMaxBytes, cfg.ResultMaxBytes, cfg.DeadLetterMaxBytes = devBytes, devBytes, devBytes
-	cfg.FollowMaxBytes, cfg.IdempotencyMaxBytes = devBytes, devBytes
+	cfg.Streams.RequestStreamMaxBytes, cfg.Streams.ResultStreamMaxBytes, cfg.Streams.DeadLetterStreamMaxBytes = devBytes, devBytes, devBytes
+	cfg.Follow.StreamMaxBytes, cfg.Idempotency.MaxBytes = devBytes, devBytes
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	log := cfg.Logger(stderr)
-	log.Info("dev mode: Cloud Partner API emulator", "url", cfg.BaseURL, "store", dir)
+	log := cfg.Log.Logger(stderr)
+	log.Info("dev mode: Cloud Partner API emulator", "url", cfg.CloudPartner.BaseURL, "store", dir)
 
 	svc := service.New(cfg, build, log)
 	svcDone := make(chan error, 1)
@@ -86,7 +86,7 @@ func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) 
 	case err := <-svcDone:
 		return err
 	}
-	if err := publishSamples(ctx, svc.NATSURL(), cfg, stdout); err != nil {
+	if err := publishSamples(ctx, svc.NATSURL(), cfg.Streams, stdout); err != nil {
 		log.Error("dev samples", "err", err)
 	}
 	fmt.Fprintf(stdout, "\nThe two cancelling operations are followed: their final results follow in about 15s.\n"+
@@ -97,7 +97,7 @@ func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) 
 }
 
 // publishSamples publishes one request per outcome and prints every result as it is stored.
-func publishSamples(ctx context.Context, url string, cfg config.Config, stdout io.Writer) error {
+func publishSamples(ctx context.Context, url string, streams config.Streams, stdout io.Writer) error {
 	nc, err := broker.Connect(url, "cpcancel-dev", discard)
 	if err != nil {
 		return err
@@ -108,7 +108,7 @@ func publishSamples(ctx context.Context, url string, cfg config.Config, stdout i
 		return err
 	}
 	printed := make(chan struct{}, len(samples))
-	if _, err := watchResults(ctx, js, cfg.ResultSubject, jetstream.DeliverAllPolicy, func(ev *event.Event) {
+	if _, err := watchResults(ctx, js, streams.ResultSubjectPrefix, jetstream.DeliverAllPolicy, func(ev *event.Event) {
 		printResult(stdout, ev)
 		select {
 		case printed <- struct{}{}:
@@ -129,7 +129,7 @@ func publishSamples(ctx context.Context, url string, cfg config.Config, stdout i
 		if err != nil {
 			return err
 		}
-		if _, err := publishRequest(ctx, js, cfg.RequestSubject, ev, s.mode); err != nil {
+		if _, err := publishRequest(ctx, js, streams.RequestSubject, ev, s.mode); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "  %-10s contoso/%-14s expect %s\n", s.mode, s.offer, s.want)

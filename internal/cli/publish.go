@@ -19,6 +19,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/broker"
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/config"
 )
 
 type stringList []string
@@ -34,8 +35,9 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		defaultURL = nats.DefaultURL
 	}
 	natsURL := fs.String("nats", defaultURL, "NATS server URL (default $NATS_URL or "+nats.DefaultURL+"); TLS and credentials from CPCANCEL_NATS_CA, _CERT, _KEY, _CREDS, _NKEY")
-	subject := fs.String("subject", "cloudpartner.cancel.requests", "request subject")
-	resultPrefix := fs.String("results", "cloudpartner.cancel.results", "result subject prefix, for -wait")
+	defaults := config.Default().Streams
+	subject := fs.String("subject", defaults.RequestSubject, "request subject")
+	resultPrefix := fs.String("results", defaults.ResultSubjectPrefix, "result subject prefix, for -wait")
 	publisher := fs.String("publisher", "", "publisher id (required)")
 	offer := fs.String("offer", "", "offer id (required)")
 	var emails stringList
@@ -67,8 +69,11 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("publish: %w", err)
 	}
 
-	security, err := broker.Security{CA: os.Getenv("CPCANCEL_NATS_CA"), Cert: os.Getenv("CPCANCEL_NATS_CERT"),
-		Key: os.Getenv("CPCANCEL_NATS_KEY"), Creds: os.Getenv("CPCANCEL_NATS_CREDS"), NKeySeedFile: os.Getenv("CPCANCEL_NATS_NKEY")}.Options()
+	settings, err := config.ReadNATS(os.LookupEnv)
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	security, err := broker.SecurityOptions(settings)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
@@ -124,7 +129,7 @@ func publishRequest(ctx context.Context, js jetstream.JetStream, subject string,
 	if err != nil {
 		return nil, err
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, config.PublishTimeout)
 	defer cancel()
 	return js.PublishMsg(pctx, msg, jetstream.WithMsgID(ev.ID()))
 }
@@ -149,7 +154,7 @@ func watchResults(ctx context.Context, js jetstream.JetStream, prefix string, fr
 func streamFor(ctx context.Context, js jetstream.JetStream, subject string) string {
 	name, err := js.StreamNameBySubject(ctx, subject)
 	if err != nil {
-		return "CPCANCEL_RESULTS"
+		return config.Default().Streams.ResultStream
 	}
 	return name
 }

@@ -10,10 +10,13 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/cpcancel/cpcancel/internal/config"
 )
 
-// defaultScope is the OAuth scope of the Cloud Partner Portal API.
-const defaultScope = "https://cloudpartner.azure.com/.default"
+// defaultScope is the OAuth scope of the Cloud Partner Portal API: the default of
+// CPCANCEL_CLOUDPARTNER_SCOPE.
+var defaultScope = config.Default().CloudPartner.Scope
 
 // refreshBefore is how long before its expiry a cached Azure token is replaced.
 const refreshBefore = 5 * time.Minute
@@ -109,8 +112,8 @@ type AzureToken struct {
 
 var _ TokenSource = (*AzureToken)(nil)
 
-// NewAzureToken returns a TokenSource for scope; empty means the Cloud Partner Portal API's,
-// https://cloudpartner.azure.com/.default.
+// NewAzureToken returns a TokenSource for scope; empty means the Cloud Partner Portal API's
+// (defaultScope).
 func NewAzureToken(cred azcore.TokenCredential, scope string) *AzureToken {
 	if scope == "" {
 		scope = defaultScope

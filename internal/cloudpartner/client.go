@@ -17,13 +17,8 @@ import (
 	"unicode"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
+	"github.com/cpcancel/cpcancel/internal/config"
 )
-
-// DefaultAPIVersion is the api-version sent when Config.APIVersion is empty.
-const DefaultAPIVersion = "2017-10-31"
-
-// DefaultTimeout bounds one HTTP exchange when Config.Timeout is zero.
-const DefaultTimeout = 30 * time.Second
 
 const (
 	maxBodyBytes     = 64 << 10 // response bytes read, and at most as many more drained
@@ -37,14 +32,15 @@ const (
 // Config configures a Client.
 type Config struct {
 	// BaseURL is the API root, e.g. https://cloudpartner.azure.com. Plain http:// is accepted
-	// only for a loopback host (127.0.0.0/8, ::1, localhost).
+	// only for a loopback host (127.0.0.0/8, ::1, localhost): config.ParseBaseURL.
 	BaseURL string
-	// APIVersion is sent as the api-version query parameter; DefaultAPIVersion when empty.
+	// APIVersion is sent as the api-version query parameter; when empty, the default of
+	// CPCANCEL_CLOUDPARTNER_API_VERSION.
 	APIVersion string
 	// Tokens supplies the bearer token; required.
 	Tokens TokenSource
-	// Timeout bounds each HTTP exchange, from sending the request to reading the body;
-	// DefaultTimeout when zero.
+	// Timeout bounds each HTTP exchange, from sending the request to reading the body; when
+	// zero, the default of CPCANCEL_HTTP_TIMEOUT.
 	Timeout time.Duration
 	// Transport carries the requests; when nil, a clone of http.DefaultTransport tuned for
 	// many concurrent calls to one host.
@@ -71,7 +67,7 @@ type Client struct {
 
 // New returns a Client for cfg, or an error naming what is wrong with cfg.
 func New(cfg Config) (*Client, error) {
-	base, err := ParseBaseURL(cfg.BaseURL)
+	base, err := config.ParseBaseURL(cfg.BaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -81,19 +77,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("cloudpartner: timeout %s is negative", cfg.Timeout)
 	}
+	defaults := config.Default().CloudPartner
 	c := &Client{
 		base:       base.String(),
-		apiVersion: cfg.APIVersion,
+		apiVersion: cmp.Or(cfg.APIVersion, defaults.APIVersion),
 		tokens:     cfg.Tokens,
-		timeout:    cfg.Timeout,
+		timeout:    cmp.Or(cfg.Timeout, defaults.HTTPTimeout),
 		observer:   cfg.Observer,
 		limiter:    newLimiter(cfg.Limits),
-	}
-	if c.apiVersion == "" {
-		c.apiVersion = DefaultAPIVersion
-	}
-	if c.timeout == 0 {
-		c.timeout = DefaultTimeout
 	}
 	transport := cfg.Transport
 	if transport == nil {
@@ -124,53 +115,6 @@ func defaultTransport(idle int) *http.Transport {
 	t.WriteBufferSize = 1 << 10
 	t.ReadBufferSize = 2 << 10
 	return t
-}
-
-// ParseBaseURL returns raw as an absolute API base URL without a trailing slash. It refuses
-// anything but https, except plain http to a loopback host, and URLs carrying user information,
-// a query or a fragment. Error messages never echo user information.
-func ParseBaseURL(raw string) (*url.URL, error) {
-	if raw == "" {
-		return nil, errors.New("base URL is empty")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // url.Error repeats the raw URL, which may hold a password
-		}
-		return nil, fmt.Errorf("base URL is not a valid URL: %w", err)
-	}
-	switch {
-	case u.User != nil:
-		return nil, errors.New("base URL must not contain user information")
-	case u.Scheme == "" || u.Opaque != "" || u.Hostname() == "":
-		return nil, fmt.Errorf("base URL %q is not absolute, want e.g. https://cloudpartner.azure.com", raw)
-	case u.RawQuery != "" || u.ForceQuery:
-		return nil, fmt.Errorf("base URL %q must not have a query", raw)
-	case u.Fragment != "":
-		return nil, fmt.Errorf("base URL %q must not have a fragment", raw)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("base URL %q: plain http is allowed only for a loopback host, use https", raw)
-		}
-	default:
-		return nil, fmt.Errorf("base URL %q: scheme must be https", raw)
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = strings.TrimRight(u.RawPath, "/")
-	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Header values and the body shared by every call; never modified.

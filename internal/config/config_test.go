@@ -12,92 +12,95 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kelseyhightower/envconfig"
+
 	"github.com/cpcancel/cpcancel/internal/config"
 )
 
 // secret is the token every test sets; no error message may contain any part of it.
 const secret = "s3cret-token-value"
 
-// envVars returns the variable of every Config field without its prefix, e.g. "MAX_ATTEMPTS".
-func envVars(t *testing.T) []string {
-	t.Helper()
-	var names []string
-	for f := range reflect.TypeFor[config.Config]().Fields() {
-		name, ok := strings.CutPrefix(f.Tag.Get("envconfig"), config.Prefix+"_")
-		if !ok {
-			t.Fatalf("field %s has no CPCANCEL_ envconfig tag", f.Name)
-		}
-		names = append(names, name)
-	}
-	return names
-}
-
-// setEnv gives the test an environment in which no variable Config could read is set (neither
-// CPCANCEL_X nor bare X), then sets kv, given as name/value pairs.
-func setEnv(t *testing.T, kv ...string) {
-	t.Helper()
-	for _, name := range envVars(t) {
-		for _, key := range []string{config.Prefix + "_" + name, name} {
-			t.Setenv(key, "") // restores the original value when the test ends
-			os.Unsetenv(key)
-		}
-	}
+// env is an environment for Load, given as name/value pairs; nothing else is set in it.
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
-		t.Setenv(kv[i], kv[i+1])
+		m[kv[i]] = kv[i+1]
+	}
+	return func(name string) (string, bool) {
+		v, ok := m[name]
+		return v, ok
 	}
 }
 
 // defaults is the configuration docs/contract.md §5 and the field tags promise when nothing but the token is set.
 var defaults = config.Config{
-	Replicas:        1,
-	EmbeddedListen:  "127.0.0.1:4222",
-	DataDir:         "cpcancel-data",
-	Provision:       true,
-	RequestSubject:  "cloudpartner.cancel.requests",
-	RequestStream:   "CPCANCEL_REQUESTS",
-	Consumer:        "cpcancel",
-	ResultSubject:   "cloudpartner.cancel.results",
-	ResultStream:    "CPCANCEL_RESULTS",
-	DeadLetter:      "cloudpartner.cancel.deadletter",
-	DeadLetterStrm:  "CPCANCEL_DEADLETTER",
-	FollowInterval:  time.Minute,
-	FollowTimeout:   2 * time.Hour,
-	FollowFirstPoll: 10 * time.Second,
-	FollowSubject:   "cloudpartner.cancel.follow",
-	FollowStream:    "CPCANCEL_FOLLOW",
-	FollowConsumer:  "cpcancel-follow",
-	BaseURL:         "https://cloudpartner.azure.com",
-	Scope:           "https://cloudpartner.azure.com/.default",
-	APIVersion:      "2017-10-31",
-	Token:           secret,
-	HTTPTimeout:     30 * time.Second,
-	MaxAttempts:     5,
-	Concurrency:     32,
-	MaxRequestBytes: 65536,
-	IdempotencyTTL:  24 * time.Hour,
-	IdempotencyKV:   "CPCANCEL_IDEMPOTENCY",
-	ResultMode:      "binary",
-	Source:          "/cpcancel",
-	HTTPAddr:        ":8080",
-	ShutdownTimeout: 45 * time.Second,
-	LogLevel:        "info",
-	LogFormat:       "text",
-
-	RequestMaxBytes:     1 << 30,
-	ResultMaxBytes:      4 << 30,
-	DeadLetterMaxBytes:  1 << 30,
-	FollowMaxBytes:      256 << 20,
-	IdempotencyMaxBytes: 1 << 30,
+	NATS: config.NATS{
+		EmbeddedListen: "127.0.0.1:4222",
+		DataDir:        "cpcancel-data",
+	},
+	Streams: config.Streams{
+		Provision:                true,
+		Replicas:                 1,
+		RequestSubject:           "cloudpartner.cancel.requests",
+		RequestStream:            "CPCANCEL_REQUESTS",
+		RequestStreamMaxBytes:    1 << 30,
+		Consumer:                 "cpcancel",
+		ResultSubjectPrefix:      "cloudpartner.cancel.results",
+		ResultStream:             "CPCANCEL_RESULTS",
+		ResultStreamMaxBytes:     4 << 30,
+		DeadLetterSubject:        "cloudpartner.cancel.deadletter",
+		DeadLetterStream:         "CPCANCEL_DEADLETTER",
+		DeadLetterStreamMaxBytes: 1 << 30,
+	},
+	Idempotency: config.Idempotency{
+		TTL:      24 * time.Hour,
+		Bucket:   "CPCANCEL_IDEMPOTENCY",
+		MaxBytes: 1 << 30,
+	},
+	CloudPartner: config.CloudPartner{
+		BaseURL:     "https://cloudpartner.azure.com",
+		APIVersion:  "2017-10-31",
+		Token:       secret,
+		Scope:       "https://cloudpartner.azure.com/.default",
+		HTTPTimeout: 30 * time.Second,
+	},
+	Processing: config.Processing{
+		Concurrency:     32,
+		MaxAttempts:     5,
+		MaxRequestBytes: 65536,
+		ResultMode:      "binary",
+		Source:          "/cpcancel",
+		ShutdownTimeout: 45 * time.Second,
+	},
+	Follow: config.Follow{
+		FirstPoll:      10 * time.Second,
+		Interval:       time.Minute,
+		Timeout:        2 * time.Hour,
+		Subject:        "cloudpartner.cancel.follow",
+		Stream:         "CPCANCEL_FOLLOW",
+		Consumer:       "cpcancel-follow",
+		StreamMaxBytes: 256 << 20,
+	},
+	HTTP: config.HTTP{Addr: ":8080"},
+	Log:  config.Log{Level: "info", Format: "text"},
 }
 
 func TestLoadDefaults(t *testing.T) {
-	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN", secret)
-	got, err := config.Load()
+	got, err := config.Load(env("CPCANCEL_CLOUDPARTNER_TOKEN", secret))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if got != defaults {
 		t.Errorf("Load with only the token set:\n got %+v\nwant %+v", got, defaults)
+	}
+}
+
+// Default is what the other packages take cpcancel's default names from.
+func TestDefault(t *testing.T) {
+	want := defaults
+	want.CloudPartner.Token = ""
+	if got := config.Default(); got != want {
+		t.Errorf("Default():\n got %+v\nwant %+v", got, want)
 	}
 }
 
@@ -113,13 +116,12 @@ func TestLoadNATSURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setEnv(t, append(tt.env, "CPCANCEL_CLOUDPARTNER_TOKEN", secret)...)
-			c, err := config.Load()
+			c, err := config.Load(env(append(tt.env, "CPCANCEL_CLOUDPARTNER_TOKEN", secret)...))
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			if c.NATSURL != tt.want {
-				t.Errorf("NATSURL = %q, want %q", c.NATSURL, tt.want)
+			if c.NATS.URL != tt.want {
+				t.Errorf("NATS.URL = %q, want %q", c.NATS.URL, tt.want)
 			}
 		})
 	}
@@ -128,10 +130,11 @@ func TestLoadNATSURL(t *testing.T) {
 // Only NATS_URL is shared with other programs (docs/contract.md §5); a LOG_LEVEL or SOURCE meant for
 // something else in the same environment must not change, or stop, cpcancel.
 func TestLoadIgnoresUnprefixedVariables(t *testing.T) {
-	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN", secret,
+	got, err := config.Load(env("CPCANCEL_CLOUDPARTNER_TOKEN", secret,
 		"LOG_LEVEL", "trace", "LOG_FORMAT", "logfmt", "SOURCE", "/elsewhere", "CONSUMER", "other",
-		"CONCURRENCY", "7", "HTTP_ADDR", "8080", "DATA_DIR", "/var/lib/other", "CLOUDPARTNER_TOKEN_FILE", "/tmp/x")
-	got, err := config.Load()
+		"CONCURRENCY", "7", "HTTP_ADDR", "8080", "DATA_DIR", "/var/lib/other", "CLOUDPARTNER_TOKEN_FILE", "/tmp/x",
+		// What envconfig would look for first, were the groups' names prefixes.
+		"NATS_CPCANCEL_NATS_URL", "nats://other:4222", "LOG_CPCANCEL_LOG_LEVEL", "trace"))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -181,8 +184,7 @@ func TestLoadInvalid(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
-			setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN", secret, tc.name, tc.value)
-			_, err := config.Load()
+			_, err := config.Load(env("CPCANCEL_CLOUDPARTNER_TOKEN", secret, tc.name, tc.value))
 			if err == nil {
 				t.Fatalf("testdata/invalid.txt:%d: Load succeeded, want %q", tc.line, tc.want)
 			}
@@ -200,9 +202,8 @@ func TestLoadInvalid(t *testing.T) {
 
 // Without a token or a token file, cpcancel uses Azure credentials: that is not an error.
 func TestLoadWithoutToken(t *testing.T) {
-	setEnv(t) // neither CPCANCEL_CLOUDPARTNER_TOKEN nor CPCANCEL_CLOUDPARTNER_TOKEN_FILE
-	c, err := config.Load()
-	if err != nil || c.Token != "" || c.TokenFile != "" {
+	c, err := config.Load(env()) // neither CPCANCEL_CLOUDPARTNER_TOKEN nor CPCANCEL_CLOUDPARTNER_TOKEN_FILE
+	if err != nil || c.CloudPartner.Token != "" || c.CloudPartner.TokenFile != "" {
 		t.Errorf("Load without a token: %+v, %v; want Azure credentials to be used", c, err)
 	}
 }
@@ -219,48 +220,58 @@ func TestLoadValid(t *testing.T) {
 		want func(*config.Config) // applied to a copy of defaults
 	}{
 		{"http on 127.0.0.1", []string{"CPCANCEL_CLOUDPARTNER_BASE_URL", "http://127.0.0.1:8081"},
-			func(c *config.Config) { c.BaseURL = "http://127.0.0.1:8081" }},
+			func(c *config.Config) { c.CloudPartner.BaseURL = "http://127.0.0.1:8081" }},
 		{"http on localhost", []string{"CPCANCEL_CLOUDPARTNER_BASE_URL", "http://localhost:8081"},
-			func(c *config.Config) { c.BaseURL = "http://localhost:8081" }},
+			func(c *config.Config) { c.CloudPartner.BaseURL = "http://localhost:8081" }},
 		{"http on ::1", []string{"CPCANCEL_CLOUDPARTNER_BASE_URL", "http://[::1]:8081"},
-			func(c *config.Config) { c.BaseURL = "http://[::1]:8081" }},
+			func(c *config.Config) { c.CloudPartner.BaseURL = "http://[::1]:8081" }},
 		{"token file instead of token", []string{"CPCANCEL_CLOUDPARTNER_TOKEN", "", "CPCANCEL_CLOUDPARTNER_TOKEN_FILE", tokenFile},
-			func(c *config.Config) { c.Token, c.TokenFile = "", tokenFile }},
+			func(c *config.Config) { c.CloudPartner.Token, c.CloudPartner.TokenFile = "", tokenFile }},
 		{"embedded settings unused with NATS_URL", []string{"NATS_URL", "nats://nats:4222", "CPCANCEL_DATA_DIR", "", "CPCANCEL_EMBEDDED_LISTEN", "nohost"},
-			func(c *config.Config) { c.NATSURL, c.DataDir, c.EmbeddedListen = "nats://nats:4222", "", "nohost" }},
+			func(c *config.Config) {
+				c.NATS.URL, c.NATS.DataDir, c.NATS.EmbeddedListen = "nats://nats:4222", "", "nohost"
+			}},
 		{"upper bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "100", "CPCANCEL_CONCURRENCY", "4096"},
-			func(c *config.Config) { c.MaxAttempts, c.Concurrency = 100, 4096 }},
+			func(c *config.Config) { c.Processing.MaxAttempts, c.Processing.Concurrency = 100, 4096 }},
 		{"lower bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "1", "CPCANCEL_CONCURRENCY", "1", "CPCANCEL_MAX_REQUEST_BYTES", "1"},
-			func(c *config.Config) { c.MaxAttempts, c.Concurrency, c.MaxRequestBytes = 1, 1, 1 }},
+			func(c *config.Config) {
+				c.Processing.MaxAttempts, c.Processing.Concurrency, c.Processing.MaxRequestBytes = 1, 1, 1
+			}},
 		{"structured json debug", []string{"CPCANCEL_RESULT_MODE", "structured", "CPCANCEL_LOG_FORMAT", "json", "CPCANCEL_LOG_LEVEL", "debug"},
-			func(c *config.Config) { c.ResultMode, c.LogFormat, c.LogLevel = "structured", "json", "debug" }},
+			func(c *config.Config) {
+				c.Processing.ResultMode, c.Log.Format, c.Log.Level = "structured", "json", "debug"
+			}},
 		{"bind to existing streams", []string{"CPCANCEL_PROVISION", "false"},
-			func(c *config.Config) { c.Provision = false }},
+			func(c *config.Config) { c.Streams.Provision = false }},
 		{"timeouts", []string{"CPCANCEL_HTTP_TIMEOUT", "1m30s", "CPCANCEL_SHUTDOWN_TIMEOUT", "1m40s"},
-			func(c *config.Config) { c.HTTPTimeout, c.ShutdownTimeout = 90*time.Second, 100*time.Second }},
+			func(c *config.Config) {
+				c.CloudPartner.HTTPTimeout, c.Processing.ShutdownTimeout = 90*time.Second, 100*time.Second
+			}},
 		// The least values each cross-variable rule allows.
 		{"shortest shutdown timeout", []string{"CPCANCEL_HTTP_TIMEOUT", "1s", "CPCANCEL_SHUTDOWN_TIMEOUT", "11s"},
-			func(c *config.Config) { c.HTTPTimeout, c.ShutdownTimeout = time.Second, 11*time.Second }},
+			func(c *config.Config) {
+				c.CloudPartner.HTTPTimeout, c.Processing.ShutdownTimeout = time.Second, 11*time.Second
+			}},
 		{"shortest idempotency TTL", []string{"CPCANCEL_IDEMPOTENCY_TTL", "2m20s"},
-			func(c *config.Config) { c.IdempotencyTTL = 140 * time.Second }},
+			func(c *config.Config) { c.Idempotency.TTL = 140 * time.Second }},
 		{"shortest idempotency TTL when following", []string{"CPCANCEL_FOLLOW", "true", "CPCANCEL_IDEMPOTENCY_TTL", "3h1m"},
-			func(c *config.Config) { c.Follow, c.IdempotencyTTL = true, 3*time.Hour+time.Minute }},
+			func(c *config.Config) { c.Follow.Enabled, c.Idempotency.TTL = true, 3*time.Hour+time.Minute }},
 		{"follow settings at the timeout", []string{"CPCANCEL_FOLLOW_TIMEOUT", "1m", "CPCANCEL_FOLLOW_INTERVAL", "1m", "CPCANCEL_FOLLOW_FIRST_POLL", "1m"},
 			func(c *config.Config) {
-				c.FollowTimeout, c.FollowInterval, c.FollowFirstPoll = time.Minute, time.Minute, time.Minute
+				c.Follow.Timeout, c.Follow.Interval, c.Follow.FirstPoll = time.Minute, time.Minute, time.Minute
 			}},
 		{"a follow timeout past the TTL is fine while not following", []string{"CPCANCEL_FOLLOW_TIMEOUT", "30h"},
-			func(c *config.Config) { c.FollowTimeout = 30 * time.Hour }},
+			func(c *config.Config) { c.Follow.Timeout = 30 * time.Hour }},
 		{"storage limits", []string{"CPCANCEL_REQUEST_STREAM_MAX_BYTES", "1", "CPCANCEL_RESULT_STREAM_MAX_BYTES", "1099511627776",
 			"CPCANCEL_DEADLETTER_STREAM_MAX_BYTES", "1048576", "CPCANCEL_FOLLOW_STREAM_MAX_BYTES", "2", "CPCANCEL_IDEMPOTENCY_MAX_BYTES", "3"},
 			func(c *config.Config) {
-				c.RequestMaxBytes, c.ResultMaxBytes, c.DeadLetterMaxBytes, c.FollowMaxBytes, c.IdempotencyMaxBytes = 1, 1<<40, 1<<20, 2, 3
+				c.Streams.RequestStreamMaxBytes, c.Streams.ResultStreamMaxBytes, c.Streams.DeadLetterStreamMaxBytes = 1, 1<<40, 1<<20
+				c.Follow.StreamMaxBytes, c.Idempotency.MaxBytes = 2, 3
 			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setEnv(t, append([]string{"CPCANCEL_CLOUDPARTNER_TOKEN", secret}, tt.env...)...)
-			got, err := config.Load()
+			got, err := config.Load(env(append([]string{"CPCANCEL_CLOUDPARTNER_TOKEN", secret}, tt.env...)...))
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
@@ -274,8 +285,7 @@ func TestLoadValid(t *testing.T) {
 }
 
 func TestValidateReportsEveryError(t *testing.T) {
-	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN", secret+" x", "CPCANCEL_CONCURRENCY", "0", "CPCANCEL_LOG_FORMAT", "xml")
-	_, err := config.Load()
+	_, err := config.Load(env("CPCANCEL_CLOUDPARTNER_TOKEN", secret+" x", "CPCANCEL_CONCURRENCY", "0", "CPCANCEL_LOG_FORMAT", "xml"))
 	if err == nil {
 		t.Fatal("Load succeeded with three bad variables")
 	}
@@ -341,14 +351,13 @@ func TestValidateRules(t *testing.T) {
 			"CPCANCEL_REQUEST_STREAM_MAX_BYTES: must be positive, got 0: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
 			"CPCANCEL_RESULT_STREAM_MAX_BYTES: must be positive, got -1: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
 			"CPCANCEL_DEADLETTER_STREAM_MAX_BYTES: must be positive, got 0: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
-			"CPCANCEL_FOLLOW_STREAM_MAX_BYTES: must be positive, got -1: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
 			"CPCANCEL_IDEMPOTENCY_MAX_BYTES: must be positive, got 0: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
+			"CPCANCEL_FOLLOW_STREAM_MAX_BYTES: must be positive, got -1: JetStream reads 0 and -1 as unlimited, and a store without a limit can fill the disk and stop every stream",
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setEnv(t, append([]string{"CPCANCEL_CLOUDPARTNER_TOKEN", secret}, tt.env...)...)
-			_, err := config.Load()
+			_, err := config.Load(env(append([]string{"CPCANCEL_CLOUDPARTNER_TOKEN", secret}, tt.env...)...))
 			if err == nil {
 				t.Fatalf("Load succeeded, want:\n%s", strings.Join(tt.want, "\n"))
 			}
@@ -359,10 +368,11 @@ func TestValidateRules(t *testing.T) {
 	}
 }
 
-// TestValidateOrder checks that errors come in one order, run after run: the order of the checks,
-// which follows the order of the variables in Config where it can.
+// TestValidateOrder checks that errors come in one order, run after run: the groups in the order
+// of Config, the variables of a group in the order of its fields, then the rules that tie groups
+// together.
 func TestValidateOrder(t *testing.T) {
-	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN", secret,
+	lookup := env("CPCANCEL_CLOUDPARTNER_TOKEN", secret,
 		"CPCANCEL_NATS_CA", "/nonexistent/ca.pem", "CPCANCEL_NATS_CERT", "/nonexistent/cert.pem", "CPCANCEL_NATS_KEY", "/nonexistent/key.pem",
 		"CPCANCEL_NATS_CREDS", "/nonexistent/user.creds", "CPCANCEL_NATS_NKEY", "/nonexistent/user.nk",
 		"CPCANCEL_MAX_ATTEMPTS", "0", "CPCANCEL_CONCURRENCY", "0", "CPCANCEL_MAX_REQUEST_BYTES", "0",
@@ -371,16 +381,18 @@ func TestValidateOrder(t *testing.T) {
 		"CPCANCEL_RESULT_STREAM_MAX_BYTES", "0", "CPCANCEL_IDEMPOTENCY_MAX_BYTES", "0")
 	var want []string
 	for _, name := range []string{
-		"NATS_CA", "NATS_CERT", "NATS_KEY", "NATS_CREDS", "NATS_NKEY", "NATS_CREDS",
-		"MAX_ATTEMPTS", "CONCURRENCY", "MAX_REQUEST_BYTES",
-		"FOLLOW_FIRST_POLL", "IDEMPOTENCY_TTL", "SHUTDOWN_TIMEOUT", "RESULT_STREAM_MAX_BYTES", "IDEMPOTENCY_MAX_BYTES",
-		"REQUEST_SUBJECT", "FOLLOW_SUBJECT", "REQUEST_STREAM", "FOLLOW_CONSUMER",
+		"NATS_CA", "NATS_CERT", "NATS_KEY", "NATS_CREDS", "NATS_NKEY", "NATS_CREDS", // NATS
+		"REQUEST_SUBJECT", "REQUEST_STREAM", "RESULT_STREAM_MAX_BYTES", // Streams
+		"IDEMPOTENCY_MAX_BYTES",                            // Idempotency
+		"CONCURRENCY", "MAX_ATTEMPTS", "MAX_REQUEST_BYTES", // Processing
+		"FOLLOW_FIRST_POLL", "FOLLOW_SUBJECT", "FOLLOW_CONSUMER", // Follow
+		"IDEMPOTENCY_TTL", "SHUTDOWN_TIMEOUT", // across groups
 	} {
 		want = append(want, config.Prefix+"_"+name)
 	}
 	var first string
 	for i := range 20 {
-		_, err := config.Load()
+		_, err := config.Load(lookup)
 		if err == nil {
 			t.Fatal("Load succeeded")
 		}
@@ -405,7 +417,7 @@ func TestLease(t *testing.T) {
 		{30 * time.Second, 80 * time.Second}, // 2 × 30s + 2 × 5s + 10s
 		{time.Second, 22 * time.Second},
 	} {
-		if got := (config.Config{HTTPTimeout: tt.http}).Lease(); got != tt.want {
+		if got := (config.Config{CloudPartner: config.CloudPartner{HTTPTimeout: tt.http}}).Lease(); got != tt.want {
 			t.Errorf("Lease with CPCANCEL_HTTP_TIMEOUT %s = %s, want %s", tt.http, got, tt.want)
 		}
 	}
@@ -428,18 +440,21 @@ func TestUsage(t *testing.T) {
 		}
 		return ""
 	}
-	for f := range reflect.TypeFor[config.Config]().Fields() {
-		key := f.Tag.Get("envconfig")
-		l := line(key)
+	vars := config.Variables()
+	if rows := strings.Count(buf.String(), "\n") - 1; rows != len(vars) {
+		t.Errorf("Usage lists %d variables, want %d:\n%s", rows, len(vars), buf.String())
+	}
+	for _, v := range vars {
+		l := line(v.Name)
 		if l == "" {
-			t.Errorf("Usage does not list %s:\n%s", key, buf.String())
+			t.Errorf("Usage does not list %s:\n%s", v.Name, buf.String())
 			continue
 		}
-		if def := f.Tag.Get("default"); def != "" && !strings.Contains(l, " "+def+" ") {
-			t.Errorf("Usage row of %s does not show its default %q: %q", key, def, l)
+		if v.Default != "" && !strings.Contains(l, " "+v.Default+" ") {
+			t.Errorf("Usage row of %s does not show its default %q: %q", v.Name, v.Default, l)
 		}
-		if desc := f.Tag.Get("desc"); desc == "" || !strings.Contains(l, desc) {
-			t.Errorf("Usage row of %s does not describe it (desc %q): %q", key, desc, l)
+		if v.Description == "" || !strings.Contains(l, v.Description) {
+			t.Errorf("Usage row of %s does not describe it (desc %q): %q", v.Name, v.Description, l)
 		}
 	}
 	// The defaults docs/contract.md §5 names, independently of the tags.
@@ -457,9 +472,60 @@ func TestUsage(t *testing.T) {
 }
 
 func TestLoadMissingTokenFile(t *testing.T) {
-	setEnv(t, "CPCANCEL_CLOUDPARTNER_TOKEN_FILE", "/nonexistent/token")
-	_, err := config.Load()
+	_, err := config.Load(env("CPCANCEL_CLOUDPARTNER_TOKEN_FILE", "/nonexistent/token"))
 	if err == nil || !strings.HasPrefix(err.Error(), "CPCANCEL_CLOUDPARTNER_TOKEN_FILE: ") {
 		t.Errorf("Load with a missing token file: %v, want an error naming CPCANCEL_CLOUDPARTNER_TOKEN_FILE", err)
+	}
+}
+
+// TestFieldNames checks the rule Config's doc states: a field's name is its variable's name
+// without CPCANCEL_, and without the group's name where the variable starts with it.
+func TestFieldNames(t *testing.T) {
+	squash := func(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "_", "")) }
+	for g := range reflect.TypeFor[config.Config]().Fields() {
+		if g.Type.Kind() != reflect.Struct {
+			t.Errorf("Config.%s is not a group", g.Name)
+			continue
+		}
+		for f := range g.Type.Fields() {
+			name := f.Tag.Get("envconfig")
+			if name == "CPCANCEL_FOLLOW" && g.Name+"."+f.Name == "Follow.Enabled" {
+				continue // the group's own switch
+			}
+			v := squash(strings.TrimPrefix(name, config.Prefix+"_"))
+			if v != squash(f.Name) && v != squash(g.Name+f.Name) {
+				t.Errorf("%s.%s holds %s: want the field named after its variable", g.Name, f.Name, name)
+			}
+		}
+	}
+}
+
+// TestReadAsEnvconfig checks that Read parses values as envconfig.Process would, errors
+// included, for each kind of field: Read walks the tags itself only to read through a function.
+func TestReadAsEnvconfig(t *testing.T) {
+	for _, tc := range []struct{ name, value string }{
+		{"CPCANCEL_SOURCE", ""}, {"CPCANCEL_SOURCE", " /x "},
+		{"CPCANCEL_CONCURRENCY", "7"}, {"CPCANCEL_CONCURRENCY", "0x10"}, {"CPCANCEL_CONCURRENCY", ""}, {"CPCANCEL_CONCURRENCY", "1.5"},
+		{"CPCANCEL_RESULT_STREAM_MAX_BYTES", "99999999999999999999"}, {"CPCANCEL_RESULT_STREAM_MAX_BYTES", "-1"},
+		{"CPCANCEL_FOLLOW", "1"}, {"CPCANCEL_FOLLOW", "T"}, {"CPCANCEL_FOLLOW", "yes"}, {"CPCANCEL_FOLLOW", ""},
+		{"CPCANCEL_HTTP_TIMEOUT", "1m30s"}, {"CPCANCEL_HTTP_TIMEOUT", "90"}, {"CPCANCEL_HTTP_TIMEOUT", "-1s"},
+		{"CPCANCEL_API_RATE_LIMIT", "2.5"}, {"CPCANCEL_API_RATE_LIMIT", "1e3"}, {"CPCANCEL_API_RATE_LIMIT", "fast"},
+	} {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			for _, v := range config.Variables() {
+				t.Setenv(v.Name, "") // restored when the test ends
+				os.Unsetenv(v.Name)
+			}
+			t.Setenv(tc.name, tc.value)
+			var want config.Config
+			wantErr := envconfig.Process("", &want)
+			got, err := config.Read(os.LookupEnv)
+			if (err != nil) != (wantErr != nil) {
+				t.Fatalf("Read error %v, envconfig.Process error %v", err, wantErr)
+			}
+			if err == nil && got != want {
+				t.Errorf("Read:\n got %+v\nenvconfig.Process:\n     %+v", got, want)
+			}
+		})
 	}
 }

@@ -17,10 +17,10 @@ func ParseLogLevel(s string) (slog.Level, error) {
 }
 
 // Logger builds the service logger from CPCANCEL_LOG_LEVEL and CPCANCEL_LOG_FORMAT.
-func (c Config) Logger(w io.Writer) *slog.Logger {
-	level, _ := ParseLogLevel(c.LogLevel) // validated by Load
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	level, _ := ParseLogLevel(l.Level) // validated by Load
 	opts := &slog.HandlerOptions{Level: level}
-	if c.LogFormat == "json" {
+	if l.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

@@ -79,7 +79,7 @@ func (s *Service) Registry() *prometheus.Registry { return s.registry }
 // connection, stop the HTTP server, stop the embedded NATS server.
 func (s *Service) Run(ctx context.Context) (err error) {
 	cfg := s.cfg
-	mode, err := cenats.ParseMode(cfg.ResultMode)
+	mode, err := cenats.ParseMode(cfg.Processing.ResultMode)
 	if err != nil {
 		return fmt.Errorf("CPCANCEL_RESULT_MODE: %w", err)
 	}
@@ -89,7 +89,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	m := metrics.New(s.registry, s.build, outcomes...)
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return fmt.Errorf("CPCANCEL_HTTP_ADDR: %w", err)
 	}
@@ -101,21 +101,20 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	url := cfg.NATSURL
+	url := cfg.NATS.URL
 	if url == "" {
-		embedded, err := broker.StartEmbedded(cfg.EmbeddedListen, cfg.DataDir)
+		embedded, err := broker.StartEmbedded(cfg.NATS.EmbeddedListen, cfg.NATS.DataDir)
 		if err != nil {
 			return err
 		}
 		url = embedded.ClientURL()
-		s.log.Info("embedded NATS server started", "url", url, "data_dir", cfg.DataDir)
+		s.log.Info("embedded NATS server started", "url", url, "data_dir", cfg.NATS.DataDir)
 		defer func() {
 			embedded.Shutdown()
 			embedded.WaitForShutdown()
 		}()
 	}
-	security, err := broker.Security{CA: cfg.NATSCA, Cert: cfg.NATSCert, Key: cfg.NATSKey,
-		Creds: cfg.NATSCreds, NKeySeedFile: cfg.NATSNKey}.Options()
+	security, err := broker.SecurityOptions(cfg.NATS)
 	if err != nil {
 		return err
 	}
@@ -134,7 +133,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	defer cancelSetup()
 	topo := Topology(cfg)
 	bind := broker.Bind
-	if cfg.Provision {
+	if cfg.Streams.Provision {
 		bind = broker.Provision
 	}
 	bound, err := bind(setupCtx, js, topo)
@@ -143,32 +142,32 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	metrics.RegisterStorage(s.registry, streamUsage(js, storageStreams(cfg)))
 
-	tokens, tokenDesc, err := tokenSource(cfg)
+	tokens, tokenDesc, err := tokenSource(cfg.CloudPartner)
 	if err != nil {
 		return err
 	}
 	s.log.Info("Cloud Partner API credentials", "source", tokenDesc)
 	api, err := cloudpartner.New(cloudpartner.Config{
-		BaseURL: cfg.BaseURL, APIVersion: cfg.APIVersion, Tokens: tokens,
-		Timeout: cfg.HTTPTimeout, Observer: m, MaxIdleConns: cfg.Concurrency,
-		Limits: cloudpartner.Limits{Rate: cfg.APIRateLimit, Burst: 1, Concurrency: cfg.APIConcurrency},
+		BaseURL: cfg.CloudPartner.BaseURL, APIVersion: cfg.CloudPartner.APIVersion, Tokens: tokens,
+		Timeout: cfg.CloudPartner.HTTPTimeout, Observer: m, MaxIdleConns: cfg.Processing.Concurrency,
+		Limits: cloudpartner.Limits{Rate: cfg.CloudPartner.APIRateLimit, Burst: 1, Concurrency: cfg.CloudPartner.APIConcurrency},
 	})
 	if err != nil {
 		return fmt.Errorf("CPCANCEL_CLOUDPARTNER_BASE_URL: %w", err)
 	}
 	store := state.New(js, bound.Bucket, config.PublishTimeout)
-	out := results.New(results.Config{SubjectPrefix: cfg.ResultSubject, DeadLetterSubject: cfg.DeadLetter, Mode: mode,
-		Timeout: config.PublishTimeout, Logger: s.log}, js, m)
+	out := results.New(results.Config{SubjectPrefix: cfg.Streams.ResultSubjectPrefix, DeadLetterSubject: cfg.Streams.DeadLetterSubject,
+		Mode: mode, Timeout: config.PublishTimeout, Logger: s.log}, js, m)
 	hcfg := handler.Config{
-		Source: cfg.Source, MaxAttempts: cfg.MaxAttempts, MaxRequestBytes: cfg.MaxRequestBytes,
-		Holder: holderName(), Lease: cfg.Lease(), CallBudget: cfg.HTTPTimeout + config.PublishTimeout + skewMargin,
+		Source: cfg.Processing.Source, MaxAttempts: cfg.Processing.MaxAttempts, MaxRequestBytes: cfg.Processing.MaxRequestBytes,
+		Holder: holderName(), Lease: cfg.Lease(), CallBudget: cfg.CloudPartner.HTTPTimeout + config.PublishTimeout + skewMargin,
 		Renew:           cfg.Lease() / 3,
-		FollowFirstPoll: cfg.FollowFirstPoll, FollowTimeout: cfg.FollowTimeout, Logger: s.log,
+		FollowFirstPoll: cfg.Follow.FirstPoll, FollowTimeout: cfg.Follow.Timeout, Logger: s.log,
 	}
-	pools := []*pool{{name: "requests", consumer: bound.Requests, concurrency: cfg.Concurrency}}
-	if cfg.Follow {
+	pools := []*pool{{name: "requests", consumer: bound.Requests, concurrency: cfg.Processing.Concurrency}}
+	if cfg.Follow.Enabled {
 		follower := follow.New(follow.Config{
-			Subject: cfg.FollowSubject, Source: cfg.Source, Interval: cfg.FollowInterval, Timeout: cfg.FollowTimeout,
+			Subject: cfg.Follow.Subject, Source: cfg.Processing.Source, Interval: cfg.Follow.Interval, Timeout: cfg.Follow.Timeout,
 			PublishTimeout: config.PublishTimeout, Logger: s.log,
 		}, api, store, js, out)
 		hcfg.Follow = follower
@@ -176,7 +175,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	pools[0].decide = handler.New(hcfg, api, store, out, m).Decide
 	for _, p := range pools {
-		p.Pool = worker.New(p.consumer, worker.Config{Concurrency: p.concurrency, Grace: cfg.ShutdownTimeout,
+		p.Pool = worker.New(p.consumer, worker.Config{Concurrency: p.concurrency, Grace: cfg.Processing.ShutdownTimeout,
 			Heartbeat: heartbeat, Logger: s.log, Name: p.name})
 	}
 
@@ -198,8 +197,8 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		err = errors.Join(err, srv.Shutdown(sctx))
 	}()
 
-	s.log.Info("cpcancel consuming", "nats", s.natsURL, "stream", cfg.RequestStream, "consumer", cfg.Consumer,
-		"concurrency", cfg.Concurrency, "api", cfg.BaseURL, "http", s.httpURL, "result_mode", mode, "follow", cfg.Follow)
+	s.log.Info("cpcancel consuming", "nats", s.natsURL, "stream", cfg.Streams.RequestStream, "consumer", cfg.Streams.Consumer,
+		"concurrency", cfg.Processing.Concurrency, "api", cfg.CloudPartner.BaseURL, "http", s.httpURL, "result_mode", mode, "follow", cfg.Follow.Enabled)
 	close(s.ready)
 
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -270,7 +269,7 @@ func holderName() string {
 
 // tokenSource is the static token, else the token file, else Azure credentials from the
 // environment; it also says which, for the start-up log (never the secret).
-func tokenSource(cfg config.Config) (cloudpartner.TokenSource, string, error) {
+func tokenSource(cfg config.CloudPartner) (cloudpartner.TokenSource, string, error) {
 	switch {
 	case cfg.Token != "":
 		return cloudpartner.StaticToken(cfg.Token), "CPCANCEL_CLOUDPARTNER_TOKEN", nil

@@ -90,10 +90,10 @@ func startService(t *testing.T, env map[string]string) *service.Service {
 
 func runService(t *testing.T, env map[string]string) (*service.Service, chan error, context.CancelFunc) {
 	t.Helper()
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	cfg, err := config.Load()
+	cfg, err := config.Load(func(name string) (string, bool) {
+		v, ok := env[name]
+		return v, ok
+	})
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}

@@ -13,11 +13,11 @@ import (
 // storageStreams names the streams cpcancel stores into: requests, results, dead letters, follow
 // tasks when following, and the stream behind the idempotency bucket (KV_<bucket>).
 func storageStreams(cfg config.Config) []string {
-	names := []string{cfg.RequestStream, cfg.ResultStream, cfg.DeadLetterStrm}
-	if cfg.Follow {
-		names = append(names, cfg.FollowStream)
+	names := []string{cfg.Streams.RequestStream, cfg.Streams.ResultStream, cfg.Streams.DeadLetterStream}
+	if cfg.Follow.Enabled {
+		names = append(names, cfg.Follow.Stream)
 	}
-	return append(names, "KV_"+cfg.IdempotencyKV)
+	return append(names, "KV_"+cfg.Idempotency.Bucket)
 }
 
 // streamUsage returns a reader of the streams' usage for metrics.RegisterStorage: one stream

@@ -99,11 +99,15 @@ func TestStreamUsage(t *testing.T) {
 }
 
 func TestStreamUsageStreams(t *testing.T) {
-	cfg := config.Config{RequestStream: "R", ResultStream: "O", DeadLetterStrm: "D", FollowStream: "F", IdempotencyKV: "I"}
+	cfg := config.Config{
+		Streams:     config.Streams{RequestStream: "R", ResultStream: "O", DeadLetterStream: "D"},
+		Follow:      config.Follow{Stream: "F"},
+		Idempotency: config.Idempotency{Bucket: "I"},
+	}
 	if got := storageStreams(cfg); !slices.Equal(got, []string{"R", "O", "D", "KV_I"}) {
 		t.Errorf("without follow: %v", got)
 	}
-	cfg.Follow = true
+	cfg.Follow.Enabled = true
 	if got := storageStreams(cfg); !slices.Equal(got, []string{"R", "O", "D", "F", "KV_I"}) {
 		t.Errorf("with follow: %v", got)
 	}

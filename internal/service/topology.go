@@ -12,24 +12,25 @@ import (
 // keeps a request as long as the bucket keeps its state (CPCANCEL_IDEMPOTENCY_TTL); deliveries
 // and pending acks are unlimited, since the handler counts attempts in the request's state.
 func Topology(cfg config.Config) broker.Topology {
+	st := cfg.Streams
 	t := broker.Topology{
-		RequestStream: cfg.RequestStream, RequestSubject: cfg.RequestSubject,
-		ResultStream: cfg.ResultStream, ResultSubjectPrefix: cfg.ResultSubject,
-		DeadLetterStream: cfg.DeadLetterStrm, DeadLetterSubject: cfg.DeadLetter,
-		Consumer: cfg.Consumer,
+		RequestStream: st.RequestStream, RequestSubject: st.RequestSubject,
+		ResultStream: st.ResultStream, ResultSubjectPrefix: st.ResultSubjectPrefix,
+		DeadLetterStream: st.DeadLetterStream, DeadLetterSubject: st.DeadLetterSubject,
+		Consumer: st.Consumer,
 		AckWait:  ackWait,
-		Replicas: cfg.Replicas,
+		Replicas: st.Replicas,
 
-		RequestMaxBytes: cfg.RequestMaxBytes, ResultMaxBytes: cfg.ResultMaxBytes, DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
+		RequestMaxBytes: st.RequestStreamMaxBytes, ResultMaxBytes: st.ResultStreamMaxBytes, DeadLetterMaxBytes: st.DeadLetterStreamMaxBytes,
 
-		Bucket: cfg.IdempotencyKV, BucketTTL: cfg.IdempotencyTTL, BucketMaxBytes: cfg.IdempotencyMaxBytes,
+		Bucket: cfg.Idempotency.Bucket, BucketTTL: cfg.Idempotency.TTL, BucketMaxBytes: cfg.Idempotency.MaxBytes,
 	}
-	if cfg.Follow {
-		t.FollowStream, t.FollowSubject, t.FollowConsumer = cfg.FollowStream, cfg.FollowSubject, cfg.FollowConsumer
+	if f := cfg.Follow; f.Enabled {
+		t.FollowStream, t.FollowSubject, t.FollowConsumer = f.Stream, f.Subject, f.Consumer
 		// One poll: an API call and its retry after a 401, and the final result's publish.
-		t.FollowAckWait = 2*cfg.HTTPTimeout + config.PublishTimeout + 10*time.Second
-		t.FollowTimeout = cfg.FollowTimeout
-		t.FollowMaxBytes = cfg.FollowMaxBytes
+		t.FollowAckWait = 2*cfg.CloudPartner.HTTPTimeout + config.PublishTimeout + 10*time.Second
+		t.FollowTimeout = f.Timeout
+		t.FollowMaxBytes = f.StreamMaxBytes
 	}
 	return t
 }
