@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cpcancel/cpcancel/internal/cli"
+	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/loadgen"
 	"github.com/cpcancel/cpcancel/internal/metrics"
 )
@@ -55,7 +56,8 @@ func realMain(ctx context.Context) error {
 	})
 	selfProfile := flag.String("self-cpuprofile", "", "write a CPU profile of this process (nats-server, emulator, load) to this file")
 	flag.Parse()
-	o.RequestSubject, o.ResultStream = "cloudpartner.cancel.requests", "CPCANCEL_RESULTS"
+	defaults := config.Default().Streams // the names the cpcancel started here, or targeted with -nats, uses
+	o.RequestSubject, o.ResultStream = defaults.RequestSubject, defaults.ResultStream
 
 	js, stopStack, err := s.Start(ctx)
 	if err != nil {

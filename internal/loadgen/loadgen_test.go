@@ -16,16 +16,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/broker"
+	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/loadgen"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
 // The names cpcancel uses by default, which a Stack's child therefore uses too.
-const (
-	requestStream  = "CPCANCEL_REQUESTS"
-	requestSubject = "cloudpartner.cancel.requests"
-	resultStream   = "CPCANCEL_RESULTS"
-	resultPrefix   = "cloudpartner.cancel.results"
+var (
+	defaults       = config.Default()
+	requestStream  = defaults.Streams.RequestStream
+	requestSubject = defaults.Streams.RequestSubject
+	resultStream   = defaults.Streams.ResultStream
+	resultPrefix   = defaults.Streams.ResultSubjectPrefix
 )
 
 // TestStackRun measures a real cpcancel child through the load tool's own stack: every request
@@ -126,10 +128,10 @@ func startBroker(t *testing.T) (jetstream.JetStream, jetstream.Consumer) {
 	bound, err := broker.Provision(ctx, js, broker.Topology{
 		RequestStream: requestStream, RequestSubject: requestSubject,
 		ResultStream: resultStream, ResultSubjectPrefix: resultPrefix,
-		DeadLetterStream: "CPCANCEL_DEADLETTER", DeadLetterSubject: "cloudpartner.cancel.deadletter",
-		Consumer: "cpcancel", AckWait: 30 * time.Second,
+		DeadLetterStream: defaults.Streams.DeadLetterStream, DeadLetterSubject: defaults.Streams.DeadLetterSubject,
+		Consumer: defaults.Streams.Consumer, AckWait: 30 * time.Second,
 		RequestMaxBytes: 64 << 20, ResultMaxBytes: 64 << 20, DeadLetterMaxBytes: 64 << 20,
-		Bucket: "CPCANCEL_IDEMPOTENCY", BucketTTL: time.Hour, BucketMaxBytes: 64 << 20,
+		Bucket: defaults.Idempotency.Bucket, BucketTTL: time.Hour, BucketMaxBytes: 64 << 20,
 	})
 	if err != nil {
 		t.Fatalf("provision: %v", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/broker"
+	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/emulator"
 )
 
@@ -127,8 +128,9 @@ func (s *Stack) startLocal(stops *[]func()) (string, error) {
 func waitConsuming(ctx context.Context, js jetstream.JetStream) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	streams := config.Default().Streams // the child's, unless its environment names others
 	for {
-		if c, err := js.Consumer(ctx, "CPCANCEL_REQUESTS", "cpcancel"); err == nil {
+		if c, err := js.Consumer(ctx, streams.RequestStream, streams.Consumer); err == nil {
 			if info, err := c.Info(ctx); err == nil && info.NumWaiting > 0 {
 				return nil
 			}
