@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,15 +74,48 @@ func (s *Service) HTTPURL() string { return s.httpURL }
 // Registry is the registry holding the service's metrics.
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
-// Run serves until ctx is done, then shuts down in this order: stop taking messages (the pools
-// hand back what they took and did not start), let in-flight requests finish (each waits for its
-// state writes and its result's publish ack) within CPCANCEL_SHUTDOWN_TIMEOUT, drain the NATS
-// connection, stop the HTTP server, stop the embedded NATS server.
-func (s *Service) Run(ctx context.Context) (err error) {
+// Run serves until ctx is done or a part of the service fails for good, then shuts down in the
+// order shutdown lists. Errors of the setup name the variable at fault.
+func (s *Service) Run(ctx context.Context) error {
+	r, err := s.setup(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Info("cpcancel consuming", "nats", s.natsURL, "stream", s.cfg.Streams.RequestStream, "consumer", s.cfg.Streams.Consumer,
+		"concurrency", s.cfg.Processing.Concurrency, "api", s.cfg.CloudPartner.BaseURL, "http", s.httpURL,
+		"result_mode", s.cfg.Processing.ResultMode, "follow", s.cfg.Follow.Enabled)
+	close(s.ready)
+	r.run(ctx)
+	return r.shutdown(ctx)
+}
+
+// running is what setup started and shutdown stops. Its fields are set in the order setup starts
+// them; setup stops what it started when a later step fails.
+type running struct {
+	log      *slog.Logger
+	ln       net.Listener   // of the HTTP server, which Serves it from run on
+	embedded *server.Server // nil with a NATS URL
+	nc       *nats.Conn
+	pools    []*pool
+	srv      *http.Server
+
+	stopPools context.CancelFunc // set by run
+	poolErrs  chan error         // one per pool, when it stopped
+}
+
+// setup starts everything up to the point of taking messages: the HTTP listener, the embedded NATS
+// server, the connection, the streams and consumers, the API client and the worker pools.
+func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 	cfg := s.cfg
+	r := &running{log: s.log}
+	defer func() {
+		if err != nil {
+			r.abandon()
+		}
+	}()
 	mode, err := cenats.ParseMode(cfg.Processing.ResultMode)
 	if err != nil {
-		return fmt.Errorf("CPCANCEL_RESULT_MODE: %w", err)
+		return nil, fmt.Errorf("CPCANCEL_RESULT_MODE: %w", err)
 	}
 	outcomes := make([]string, len(cancelevent.Outcomes))
 	for i, o := range cancelevent.Outcomes {
@@ -89,62 +123,58 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	m := metrics.New(s.registry, s.build, outcomes...)
 
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("CPCANCEL_HTTP_ADDR: %w", err)
+	if r.ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+		return nil, fmt.Errorf("CPCANCEL_HTTP_ADDR: %w", err)
 	}
-	s.httpURL = httpURL(ln.Addr())
-	serving := false
-	defer func() {
-		if !serving {
-			ln.Close() // setup failed: the HTTP server never took the listener over
-		}
-	}()
+	s.httpURL = httpURL(r.ln.Addr())
 
 	url := cfg.NATS.URL
 	if url == "" {
-		embedded, err := broker.StartEmbedded(cfg.NATS.EmbeddedListen, cfg.NATS.DataDir)
-		if err != nil {
-			return err
+		if r.embedded, err = broker.StartEmbedded(cfg.NATS.EmbeddedListen, cfg.NATS.DataDir); err != nil {
+			return nil, err
 		}
-		url = embedded.ClientURL()
+		url = r.embedded.ClientURL()
 		s.log.Info("embedded NATS server started", "url", url, "data_dir", cfg.NATS.DataDir)
-		defer func() {
-			embedded.Shutdown()
-			embedded.WaitForShutdown()
-		}()
 	}
 	security, err := broker.SecurityOptions(cfg.NATS)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	nc, err := s.connect(ctx, url, security)
-	if err != nil {
-		return err
+	if r.nc, err = s.connect(ctx, url, security); err != nil {
+		return nil, err
 	}
-	defer nc.Close()
-	s.natsURL = nc.ConnectedUrlRedacted()
+	s.natsURL = r.nc.ConnectedUrlRedacted()
 
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(r.nc)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelSetup()
-	topo := Topology(cfg)
 	bind := broker.Bind
 	if cfg.Streams.Provision {
 		bind = broker.Provision
 	}
-	bound, err := bind(setupCtx, js, topo)
+	bound, err := bind(setupCtx, js, Topology(cfg))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	metrics.RegisterStorage(s.registry, streamUsage(js, storageStreams(cfg)))
 
+	if r.pools, err = s.newPools(js, bound, m, mode); err != nil {
+		return nil, err
+	}
+	r.srv = &http.Server{Handler: s.routes(r.nc, r.consuming), ReadHeaderTimeout: 5 * time.Second}
+	return r, nil
+}
+
+// newPools builds what processes messages, the API client, the request state, the results and
+// the handler (and the follower, when following), and a worker pool over each consumer.
+func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metrics.Metrics, mode cenats.Mode) ([]*pool, error) {
+	cfg := s.cfg
 	tokens, tokenDesc, err := tokenSource(cfg.CloudPartner)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.log.Info("Cloud Partner API credentials", "source", tokenDesc)
 	api, err := cloudpartner.New(cloudpartner.Config{
@@ -153,7 +183,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		Limits: cloudpartner.Limits{Rate: cfg.CloudPartner.APIRateLimit, Burst: 1, Concurrency: cfg.CloudPartner.APIConcurrency},
 	})
 	if err != nil {
-		return fmt.Errorf("CPCANCEL_CLOUDPARTNER_BASE_URL: %w", err)
+		return nil, fmt.Errorf("CPCANCEL_CLOUDPARTNER_BASE_URL: %w", err)
 	}
 	store := state.New(js, bound.Bucket, config.PublishTimeout)
 	out := results.New(results.Config{SubjectPrefix: cfg.Streams.ResultSubjectPrefix, DeadLetterSubject: cfg.Streams.DeadLetterSubject,
@@ -178,55 +208,88 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		p.Pool = worker.New(p.consumer, worker.Config{Concurrency: p.concurrency, Grace: cfg.Processing.ShutdownTimeout,
 			Heartbeat: heartbeat, Logger: s.log, Name: p.name})
 	}
+	return pools, nil
+}
 
-	consuming := func() bool {
-		for _, p := range pools {
-			if !p.Consuming() {
-				return false
-			}
-		}
-		return true
+// abandon stops what a failed setup had started, the other way round.
+func (r *running) abandon() {
+	if r.nc != nil {
+		r.nc.Close()
 	}
-	srv := &http.Server{Handler: s.routes(nc, consuming), ReadHeaderTimeout: 5 * time.Second}
-	httpErr := make(chan error, 1)
-	serving = true
-	go func() { httpErr <- srv.Serve(ln) }()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		err = errors.Join(err, srv.Shutdown(sctx))
-	}()
+	if r.embedded != nil {
+		r.embedded.Shutdown()
+		r.embedded.WaitForShutdown()
+	}
+	if r.ln != nil {
+		r.ln.Close()
+	}
+}
 
-	s.log.Info("cpcancel consuming", "nats", s.natsURL, "stream", cfg.Streams.RequestStream, "consumer", cfg.Streams.Consumer,
-		"concurrency", cfg.Processing.Concurrency, "api", cfg.CloudPartner.BaseURL, "http", s.httpURL, "result_mode", mode, "follow", cfg.Follow.Enabled)
-	close(s.ready)
+// consuming reports whether every pool is taking messages, for /readyz.
+func (r *running) consuming() bool {
+	for _, p := range r.pools {
+		if !p.Consuming() {
+			return false
+		}
+	}
+	return true
+}
 
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
+// run serves HTTP and has the pools take messages until ctx is done, a pool stops, or the HTTP
+// server fails: the parts run whole or not at all.
+func (r *running) run(ctx context.Context) {
+	ctx, r.stopPools = context.WithCancel(ctx)
 	go func() {
-		if err := <-httpErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("HTTP server failed", "err", err)
-			stopRun()
+		if err := r.srv.Serve(r.ln); !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("HTTP server failed", "err", err)
+			r.stopPools()
 		}
 	}()
-	// The pools run whole or not at all: one stopping stops the others.
-	errs := make(chan error, len(pools))
-	for _, p := range pools {
+	r.poolErrs = make(chan error, len(r.pools))
+	for _, p := range r.pools {
 		go func() {
-			err := p.Run(runCtx, p.decide)
-			stopRun()
-			errs <- err
+			err := p.Run(ctx, p.decide)
+			r.stopPools()
+			r.poolErrs <- err
 		}()
 	}
-	var runErr error
-	for range pools {
-		runErr = errors.Join(runErr, <-errs)
+	<-ctx.Done()
+}
+
+// Time the last steps of a shutdown may take.
+const (
+	drainTimeout        = 10 * time.Second
+	httpShutdownTimeout = 5 * time.Second
+)
+
+// shutdown stops the service in this order, each step once the one before has ended:
+//
+//  1. stop taking messages: the pools hand back (Nak) what they took and did not start;
+//  2. let in-flight work finish within CPCANCEL_SHUTDOWN_TIMEOUT;
+//  3. with it, the publish acks: a request is finished once JetStream acknowledged its state
+//     writes and its result, and confirmed its Ack;
+//  4. drain the NATS connection, which flushes what it still has to send, and close it;
+//  5. stop the HTTP server (/readyz answers 503 from step 1 on);
+//  6. stop the embedded NATS server, when there is one.
+//
+// It returns the errors of the pools and of the steps.
+func (r *running) shutdown(ctx context.Context) error {
+	r.stopPools() // 1; already done when ctx is done
+	var err error
+	for range r.pools { // 2, 3: Pool.Run returns once its in-flight messages are settled
+		err = errors.Join(err, <-r.poolErrs)
 	}
-	s.log.Info("stopped taking messages, in-flight work done; draining NATS connection")
-	if err := drain(nc, 10*time.Second); err != nil {
-		runErr = errors.Join(runErr, err)
+	r.log.Info("stopped taking messages, in-flight work done; draining NATS connection")
+	err = errors.Join(err, drain(r.nc, drainTimeout)) // 4
+	r.nc.Close()                                      // when the drain timed out
+	httpCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpShutdownTimeout)
+	defer cancel()
+	err = errors.Join(err, r.srv.Shutdown(httpCtx)) // 5
+	if r.embedded != nil {                          // 6
+		r.embedded.Shutdown()
+		r.embedded.WaitForShutdown()
 	}
-	return runErr
+	return err
 }
 
 // startWait is how long a starting instance keeps trying a NATS server that is not there: long
