@@ -16,8 +16,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/config"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 )
 
 // specSubjects are the subjects of docs/contract.md §2–3, fixed by contract.
@@ -33,7 +33,7 @@ const requestSubject = "cloudpartner.cancel.requests"
 
 // binaryHeaders are the CloudEvents NATS binding headers a binary-mode request may carry and a
 // result does carry. The trace context travels as the extensions ce-traceparent and
-// ce-tracestate: cenats reads and writes every extension as ce-<name>.
+// ce-tracestate: natsce reads and writes every extension as ce-<name>.
 var binaryHeaders = []string{
 	"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-datacontenttype", "ce-subject", "ce-time",
 	"ce-traceparent", "ce-tracestate", "Nats-Msg-Id", "Content-Type",
@@ -389,7 +389,7 @@ func checkResultExample(t *testing.T, m message, i int, o cancelevent.Outcome, h
 }
 
 // TestAsyncAPIDescribesEncodedEvents encodes requests and results the way the service does
-// (cancelevent, then cenats, then Nats-Msg-Id as the publish adds it), in each message's mode, and
+// (cancelevent, then natsce, then Nats-Msg-Id as the publish adds it), in each message's mode, and
 // validates headers and body against the message of their channel, and against no other.
 func TestAsyncAPIDescribesEncodedEvents(t *testing.T) {
 	now := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
@@ -431,9 +431,9 @@ func TestAsyncAPIDescribesEncodedEvents(t *testing.T) {
 
 	checked := 0
 	for _, m := range messages(t) {
-		mode := cenats.Binary
+		mode := natsce.Binary
 		if m.structured {
-			mode = cenats.Structured
+			mode = natsce.Structured
 		}
 		var fits, misfits []*event.Event
 		outcome, isResult := strings.CutPrefix(m.address, "cloudpartner.cancel.results.")
@@ -452,7 +452,7 @@ func TestAsyncAPIDescribesEncodedEvents(t *testing.T) {
 			continue // dead letters: the original bytes, checked by internal/service/schema_test.go
 		}
 		for _, ev := range append(fits, misfits...) {
-			hdr, body, err := cenats.Encode(context.Background(), ev, mode)
+			hdr, body, err := natsce.Encode(context.Background(), ev, mode)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -23,7 +23,7 @@ const (
 	testTraceState  = "congo=t61rcWkgMzE"
 )
 
-// requestEvent is a request event as cenats.Decode hands it over: data given as raw bytes.
+// requestEvent is a request event as natsce.Decode hands it over: data given as raw bytes.
 func requestEvent(t *testing.T, contentType string, data []byte) *event.Event {
 	t.Helper()
 	ev := event.New()

@@ -24,9 +24,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/chaos"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -492,11 +492,11 @@ func requestMsg(q chaos.Request, resend bool) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	mode := cenats.Binary
+	mode := natsce.Binary
 	if q.Structured != resend {
-		mode = cenats.Structured
+		mode = natsce.Structured
 	}
-	hdr, body, err := cenats.Encode(context.Background(), ev, mode)
+	hdr, body, err := natsce.Encode(context.Background(), ev, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -601,7 +601,7 @@ func (h *harness) collect(t *testing.T, obs *chaos.Observed) {
 	}
 	for _, m := range msgs {
 		res := chaos.StoredResult{Seq: m.Sequence, Stored: m.Time}
-		ev, err := cenats.Decode(ctx, m.Header, m.Data)
+		ev, err := natsce.Decode(ctx, m.Header, m.Data)
 		if err == nil {
 			res.ID, res.Type = ev.ID(), ev.Type()
 			err = json.Unmarshal(ev.Data(), &res.Data)

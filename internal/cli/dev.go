@@ -15,10 +15,10 @@ import (
 
 	"github.com/cpcancel/cpcancel/internal/broker"
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/emulator"
 	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/service"
 )
 
@@ -28,16 +28,16 @@ const devToken = "dev-token"
 type sample struct {
 	offer  string
 	emails []string
-	mode   cenats.Mode
+	mode   natsce.Mode
 	want   string
 }
 
 var samples = []sample{
-	{offer: "sync-offer", mode: cenats.Binary, want: "cancelled (200)"},
-	{offer: "contoso-offer", emails: []string{"jondoe@contoso.com"}, mode: cenats.Structured, want: "cancelling (202, migrated offer)"},
-	{offer: "legacy-offer", mode: cenats.Binary, want: "cancelling (202, non-migrated offer: $ in the location)"},
-	{offer: "unknown-offer", mode: cenats.Structured, want: "failed (404)"},
-	{offer: "../etc", mode: cenats.Binary, want: "failed (invalid_request, no API call)"},
+	{offer: "sync-offer", mode: natsce.Binary, want: "cancelled (200)"},
+	{offer: "contoso-offer", emails: []string{"jondoe@contoso.com"}, mode: natsce.Structured, want: "cancelling (202, migrated offer)"},
+	{offer: "legacy-offer", mode: natsce.Binary, want: "cancelling (202, non-migrated offer: $ in the location)"},
+	{offer: "unknown-offer", mode: natsce.Structured, want: "failed (404)"},
+	{offer: "../etc", mode: natsce.Binary, want: "failed (invalid_request, no API call)"},
 }
 
 // runDev runs the service on an embedded JetStream server (fresh store) and the emulator,

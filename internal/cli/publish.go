@@ -18,8 +18,8 @@ import (
 
 	"github.com/cpcancel/cpcancel/internal/broker"
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/config"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 )
 
 type stringList []string
@@ -55,7 +55,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *publisher == "" || *offer == "" {
 		return errors.New("publish: -publisher and -offer are required")
 	}
-	mode, err := cenats.ParseMode(*modeName)
+	mode, err := natsce.ParseMode(*modeName)
 	if err != nil {
 		return fmt.Errorf("publish: -mode: %w", err)
 	}
@@ -124,8 +124,8 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // publishRequest stores a request event in JetStream, with its id as Nats-Msg-Id so that an
 // accidental re-send inside the duplicate window is dropped.
-func publishRequest(ctx context.Context, js jetstream.JetStream, subject string, ev *event.Event, mode cenats.Mode) (*jetstream.PubAck, error) {
-	msg, err := cenats.NewMsg(ctx, subject, ev, mode)
+func publishRequest(ctx context.Context, js jetstream.JetStream, subject string, ev *event.Event, mode natsce.Mode) (*jetstream.PubAck, error) {
+	msg, err := natsce.NewMsg(ctx, subject, ev, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func watchResults(ctx context.Context, js jetstream.JetStream, prefix string, fr
 		return nil, err
 	}
 	return c.Consume(func(m jetstream.Msg) {
-		if ev, err := cenats.Decode(ctx, m.Headers(), m.Data()); err == nil {
+		if ev, err := natsce.Decode(ctx, m.Headers(), m.Data()); err == nil {
 			fn(ev)
 		}
 	})

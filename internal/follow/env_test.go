@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
@@ -87,7 +87,7 @@ func newEnv(t *testing.T, api Poller) *env {
 		Durable: "follow", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1, AckWait: time.Minute})
 	must(t, err)
 	store := state.New(js, kv, 5*time.Second)
-	out := results.New(results.Config{SubjectPrefix: "res", DeadLetterSubject: "dead", Mode: cenats.Structured,
+	out := results.New(results.Config{SubjectPrefix: "res", DeadLetterSubject: "dead", Mode: natsce.Structured,
 		Timeout: 5 * time.Second}, js, nopRecorder{})
 	f := New(Config{Subject: followSubject, Source: resultSource, Interval: interval, Timeout: followTimeout,
 		PublishTimeout: 5 * time.Second}, api, store, js, out)
@@ -114,7 +114,7 @@ func (e *env) following(t *testing.T, id, location string, firstPoll, deadline t
 	first, err := cancelevent.NewResult(resultSource, request(id), cancelevent.Cancelling,
 		cancelevent.ResultData{StatusCode: 202, Location: location, OperationID: "op-" + id, Attempts: 2}, time.Now())
 	must(t, err)
-	raw, err := cenats.MarshalStructured(first)
+	raw, err := natsce.MarshalStructured(first)
 	must(t, err)
 	key := state.Key(reqSource, id)
 	_, err = e.store.Create(context.Background(), key, state.State{Phase: state.Following, Result: raw,
@@ -134,7 +134,7 @@ func (e *env) finalRecorded(t *testing.T, key, id string, o cancelevent.Outcome,
 	ev, err := cancelevent.NewFinalResult(resultSource, request(id), o,
 		cancelevent.ResultData{StatusCode: 200, Location: cur.Follow.Location, OperationID: "op-" + id, Attempts: 2, OperationStatus: "canceled"}, time.Now())
 	must(t, err)
-	raw, err := cenats.MarshalStructured(ev)
+	raw, err := natsce.MarshalStructured(ev)
 	must(t, err)
 	next := cur.State
 	next.Phase, next.Final, next.FinalSeq = state.Final, raw, finalSeq
@@ -208,7 +208,7 @@ func (e *env) results(t *testing.T) []stored {
 	for seq := info.State.FirstSeq; seq != 0 && seq <= info.State.LastSeq; seq++ {
 		raw, err := s.GetMsg(ctx, seq)
 		must(t, err)
-		ev, err := cenats.Decode(ctx, raw.Header, raw.Data)
+		ev, err := natsce.Decode(ctx, raw.Header, raw.Data)
 		must(t, err)
 		var d cancelevent.ResultData
 		must(t, ev.DataAs(&d))

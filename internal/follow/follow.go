@@ -29,8 +29,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
 	"github.com/cpcancel/cpcancel/internal/worker"
@@ -316,7 +316,7 @@ func (f *Follower) finish(ctx context.Context, meta *jetstream.MsgMetadata, key 
 	ev, err := cancelevent.NewFinalResult(f.cfg.Source, req, o.outcome, d, time.Now())
 	var raw []byte
 	if err == nil {
-		raw, err = cenats.MarshalStructured(ev)
+		raw, err = natsce.MarshalStructured(ev)
 	}
 	if err != nil {
 		return f.retry(ctx, meta, "final result not encoded", err), nil

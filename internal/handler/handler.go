@@ -23,8 +23,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/state"
 	"github.com/cpcancel/cpcancel/internal/worker"
 )
@@ -166,7 +166,7 @@ func (h *Handler) decode(ctx context.Context, hdr nats.Header, data []byte) (ev 
 	if size := len(data) + headerSize(hdr); size > h.cfg.MaxRequestBytes {
 		return nil, fmt.Sprintf("message of %d bytes exceeds CPCANCEL_MAX_REQUEST_BYTES (%d)", size, h.cfg.MaxRequestBytes)
 	}
-	ev, err := cenats.Decode(ctx, hdr, data)
+	ev, err := natsce.Decode(ctx, hdr, data)
 	if err != nil {
 		return nil, err.Error()
 	}
@@ -275,7 +275,7 @@ func (h *Handler) giveBack(ctx context.Context, d *delivery, lease *state.Lease,
 // it, and the API is never called again for the request. Writing it is retried for as long as the
 // message may be held, since a failure would otherwise cost a second API call.
 func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, attempts int, location string, result *event.Event) worker.Decision {
-	recorded, err := cenats.MarshalStructured(result)
+	recorded, err := natsce.MarshalStructured(result)
 	if err != nil {
 		h.log.Error("could not encode result", "result_id", result.ID(), "err", err)
 		return h.giveBack(ctx, d, lease, lease.State().Attempts, "result not encoded", err)

@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 	"github.com/cpcancel/cpcancel/internal/handler"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
@@ -113,7 +113,7 @@ func newEnv(t testing.TB) *env {
 }
 
 func (e *env) handler(api handler.Canceller) *handler.Handler {
-	out := results.New(results.Config{SubjectPrefix: "res", DeadLetterSubject: "dl", Mode: cenats.Binary, Timeout: 5 * time.Second}, e.js, e.rec)
+	out := results.New(results.Config{SubjectPrefix: "res", DeadLetterSubject: "dl", Mode: natsce.Binary, Timeout: 5 * time.Second}, e.js, e.rec)
 	return handler.New(e.cfg, api, e.store, out, e.rec)
 }
 
@@ -161,7 +161,7 @@ func (e *env) results() []*event.Event {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		ev, err := cenats.Decode(context.Background(), raw.Header, raw.Data)
+		ev, err := natsce.Decode(context.Background(), raw.Header, raw.Data)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -192,7 +192,7 @@ func TestDecide(t *testing.T) {
 	ok200 := answer(cloudpartner.Accepted{StatusCode: 200, CorrelationID: "c"}, nil)
 	ok202 := answer(cloudpartner.Accepted{StatusCode: 202, Location: location, OperationID: "56615b67"}, nil)
 	unavailable := answer(cloudpartner.Accepted{}, &cloudpartner.Error{StatusCode: 503, Code: "ServiceUnavailable", Transient: true})
-	recordedCancelled, err := cenats.MarshalStructured(mustResult(t, "r1", cancelevent.Cancelled))
+	recordedCancelled, err := natsce.MarshalStructured(mustResult(t, "r1", cancelevent.Cancelled))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 )
 
 // JetStream stores messages: PublishMsg returns once the server acknowledged the message,
@@ -42,7 +42,7 @@ type Config struct {
 	// DeadLetterSubject receives messages that are not cancel requests.
 	DeadLetterSubject string
 	// Mode is the content mode of results.
-	Mode cenats.Mode
+	Mode natsce.Mode
 	// Timeout bounds one publish.
 	Timeout time.Duration
 	// Logger; nil discards.
@@ -71,7 +71,7 @@ func New(cfg Config, js JetStream, rec Recorder) *Publisher {
 // inside the stream's duplicate window) returns the first copy's sequence and is not counted again.
 func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, err error) {
 	outcome := string(cancelevent.OutcomeOf(ev.Type()))
-	out, err := cenats.NewMsg(ctx, p.cfg.SubjectPrefix+"."+outcome, ev, p.cfg.Mode)
+	out, err := natsce.NewMsg(ctx, p.cfg.SubjectPrefix+"."+outcome, ev, p.cfg.Mode)
 	if err != nil {
 		return 0, fmt.Errorf("encode result: %w", err)
 	}

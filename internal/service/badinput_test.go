@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -197,14 +197,14 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("not ready after the bad input: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	st.publish(t, cenats.Binary, request(t, "/test", "after-bad-input", "contoso", "fine"))
+	st.publish(t, natsce.Binary, request(t, "/test", "after-bad-input", "contoso", "fine"))
 	st.waitStream(t, "CPCANCEL_RESULTS", wantResults+1, 10*time.Second)
 	waitEmpty(t, st, "CPCANCEL_REQUESTS")
 }
 
 // cenatsDecodeID is the request id a binary header set carries, percent-decoded.
 func cenatsDecodeID(h nats.Header) (string, error) {
-	ev, err := cenats.Decode(context.Background(), h, []byte(`{}`))
+	ev, err := natsce.Decode(context.Background(), h, []byte(`{}`))
 	if err != nil {
 		return "", err
 	}

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -66,7 +66,7 @@ func publishMany(t *testing.T, st *stack, prefix string, n int) []string {
 	offers := make([]string, n)
 	for i := range n {
 		offers[i] = fmt.Sprintf("%s-%d", prefix, i)
-		st.publish(t, cenats.Binary, request(t, "/test", offers[i], "contoso", offers[i]))
+		st.publish(t, natsce.Binary, request(t, "/test", offers[i], "contoso", offers[i]))
 	}
 	return offers
 }

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -29,7 +29,7 @@ func TestFollow(t *testing.T) {
 	st := followStack(t, 300*time.Millisecond)
 	st.svc = startService(t, st.env(followEnv))
 	for _, offer := range []string{"contoso-offer", "legacy-offer", "opfail-offer", "sync-offer"} {
-		st.publish(t, cenats.Binary, request(t, "/test", offer, "contoso", offer))
+		st.publish(t, natsce.Binary, request(t, "/test", offer, "contoso", offer))
 	}
 	// Three cancelling results with their final results, and one cancelled (200) not followed.
 	results := st.waitStream(t, "CPCANCEL_RESULTS", 7, 20*time.Second)
@@ -81,7 +81,7 @@ func TestFollowTimeout(t *testing.T) {
 	env := map[string]string{"CPCANCEL_FOLLOW": "true", "CPCANCEL_FOLLOW_INTERVAL": "100ms", "CPCANCEL_FOLLOW_TIMEOUT": "500ms",
 		"CPCANCEL_FOLLOW_FIRST_POLL": "100ms"}
 	st.svc = startService(t, st.env(env))
-	st.publish(t, cenats.Binary, request(t, "/test", "slow", "contoso", "slow-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "slow", "contoso", "slow-offer"))
 	rs := st.waitStream(t, "CPCANCEL_RESULTS", 2, 10*time.Second)
 	final := rs[1]
 	if final.ev.ID() != cancelevent.FinalResultID("/test", "slow", cancelevent.Failed) ||
@@ -96,7 +96,7 @@ func TestFollowTimeout(t *testing.T) {
 func TestFollowSurvivesRestart(t *testing.T) {
 	st := followStack(t, 2*time.Second)
 	_, done, stop := runService(t, st.env(followEnv))
-	st.publish(t, cenats.Binary, request(t, "/test", "restart", "contoso", "restart-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "restart", "contoso", "restart-offer"))
 	st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)
 	stop()
 	select {

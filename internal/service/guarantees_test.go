@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -37,7 +37,7 @@ func TestThrottledRequestsDoNotBlockNewOnes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	sent := time.Now()
-	st.publish(t, cenats.Binary, request(t, "/test", "fresh", "contoso", "fresh-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "fresh", "contoso", "fresh-offer"))
 	res := st.waitStream(t, "CPCANCEL_RESULTS", 1, 30*time.Second)
 	if res[0].data.RequestID != "fresh" || res[0].data.StatusCode != 202 {
 		t.Fatalf("result %+v, want the new request's 202", res[0].data)

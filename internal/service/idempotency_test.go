@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 )
 
 // TestDuplicateRequests publishes one request three times at once, then once more after its
@@ -17,13 +17,13 @@ func TestDuplicateRequests(t *testing.T) {
 	req := request(t, "/test", "same-request", "contoso", "contoso-offer")
 	var wg sync.WaitGroup
 	for range 3 {
-		wg.Go(func() { st.publish(t, cenats.Binary, req) })
+		wg.Go(func() { st.publish(t, natsce.Binary, req) })
 	}
 	wg.Wait()
 	waitMetric(t, st, "cpcancel_duplicates_total", 2)
 	first := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)[0]
 
-	st.publish(t, cenats.Structured, req)
+	st.publish(t, natsce.Structured, req)
 	waitMetric(t, st, "cpcancel_duplicates_total", 3)
 	results := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)
 	if results[0].ev.ID() != first.ev.ID() {
@@ -49,7 +49,7 @@ func TestTwoConsumersOneRequest(t *testing.T) {
 		req := request(t, "/test", "raced-"+string(rune('a'+round)), "contoso", "race-offer-"+string(rune('a'+round)))
 		var wg sync.WaitGroup
 		for range 2 {
-			wg.Go(func() { st.publish(t, cenats.Binary, req) })
+			wg.Go(func() { st.publish(t, natsce.Binary, req) })
 		}
 		wg.Wait()
 	}

@@ -22,8 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -287,7 +287,7 @@ func publishAsync(t *testing.T, js jetstream.JetStream, prefix string, n, resend
 	var acks []jetstream.PubAckFuture
 	for i := range n {
 		offers[i] = fmt.Sprintf("%s-%d", prefix, i)
-		hdr, body, err := cenats.Encode(context.Background(), request(t, "/test", offers[i], "contoso", offers[i]), cenats.Binary)
+		hdr, body, err := natsce.Encode(context.Background(), request(t, "/test", offers[i], "contoso", offers[i]), natsce.Binary)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 )
 
 // The event API documents, relative to this package's directory.
@@ -63,7 +63,7 @@ func TestResultsMatchSchema(t *testing.T) {
 			results: []result{{outcome: cancelevent.Failed, status: 503, code: "ServiceUnavailable"}}},
 	}
 
-	for _, mode := range []cenats.Mode{cenats.Binary, cenats.Structured} {
+	for _, mode := range []natsce.Mode{natsce.Binary, natsce.Structured} {
 		t.Run(mode.String(), func(t *testing.T) {
 			st := followStack(t, 300*time.Millisecond)
 			env := maps.Clone(followEnv)
@@ -78,7 +78,7 @@ func TestResultsMatchSchema(t *testing.T) {
 					ev.SetExtension("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 					ev.SetExtension("tracestate", "congo=t61rcWkgMzE")
 				}
-				st.publish(t, []cenats.Mode{cenats.Binary, cenats.Structured}[i%2], ev)
+				st.publish(t, []natsce.Mode{natsce.Binary, natsce.Structured}[i%2], ev)
 				for _, r := range c.results {
 					id := cancelevent.ResultID(source, c.id, r.outcome)
 					if r.final {
@@ -119,7 +119,7 @@ func TestResultsMatchSchema(t *testing.T) {
 			if dead.header.Get("Cpcancel-Original-Nats-Msg-Id") != "schema-test-not-an-event" {
 				t.Errorf("dead letter headers %v: the original Nats-Msg-Id is not kept", dead.header)
 			}
-			docs.checkMessage(t, dead, "cloudpartner.cancel.deadletter", cenats.Binary)
+			docs.checkMessage(t, dead, "cloudpartner.cancel.deadletter", natsce.Binary)
 		})
 	}
 }
@@ -137,7 +137,7 @@ type docMessage struct {
 	headers, payload *jsonschema.Schema
 }
 
-func messageKey(address string, mode cenats.Mode) string { return address + " " + mode.String() }
+func messageKey(address string, mode natsce.Mode) string { return address + " " + mode.String() }
 
 // loadEventDocs compiles cancel-result.json, and every channel message of asyncapi.yaml (AsyncAPI
 // Schema Objects, JSON Schema draft-07 with formats asserted).
@@ -181,9 +181,9 @@ func loadEventDocs(t *testing.T) *eventDocs {
 			if ct == "" {
 				ct = defaultCT
 			}
-			mode := cenats.Binary
+			mode := natsce.Binary
 			if ct == "application/cloudevents+json" {
-				mode = cenats.Structured
+				mode = natsce.Structured
 			}
 			key := messageKey(ch["address"].(string), mode)
 			if _, dup := docs.messages[key]; dup {
@@ -200,7 +200,7 @@ func loadEventDocs(t *testing.T) *eventDocs {
 }
 
 // check validates a stored result against the documents.
-func (docs *eventDocs) check(t *testing.T, r stored, o cancelevent.Outcome, mode cenats.Mode) {
+func (docs *eventDocs) check(t *testing.T, r stored, o cancelevent.Outcome, mode natsce.Mode) {
 	t.Helper()
 	if r.subject != "cloudpartner.cancel.results."+string(o) {
 		t.Errorf("result %s on subject %s", r.ev.ID(), r.subject)
@@ -217,7 +217,7 @@ func (docs *eventDocs) check(t *testing.T, r stored, o cancelevent.Outcome, mode
 
 // checkMessage validates a stored message's headers and body against the AsyncAPI message of the
 // channel at address in that mode.
-func (docs *eventDocs) checkMessage(t *testing.T, r stored, address string, mode cenats.Mode) {
+func (docs *eventDocs) checkMessage(t *testing.T, r stored, address string, mode natsce.Mode) {
 	t.Helper()
 	m, ok := docs.messages[messageKey(address, mode)]
 	if !ok {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cpcancel/cpcancel/internal/cenats"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -56,8 +56,8 @@ func TestTokenNeverLeaks(t *testing.T) {
 	child := startChild(t, env)
 	offers := []string{"ok-1", "bad-1", "unauth-1", "down-1"}
 	for _, o := range offers {
-		st.publish(t, cenats.Binary, request(t, "/test", o, "contoso", o))
-		st.publish(t, cenats.Structured, request(t, "/test", o+"-s", "contoso", o))
+		st.publish(t, natsce.Binary, request(t, "/test", o, "contoso", o))
+		st.publish(t, natsce.Structured, request(t, "/test", o+"-s", "contoso", o))
 	}
 	results := st.waitStream(t, "CPCANCEL_RESULTS", 2*len(offers), 30*time.Second)
 

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -151,7 +151,7 @@ func TestSecureNATS(t *testing.T) {
 			c.check(t, serviceConn(t, ns))
 
 			id := "secure-" + strings.ReplaceAll(c.name, " ", "-")
-			st.publish(t, cenats.Binary, request(t, "/test", id, "contoso", "sync-offer"))
+			st.publish(t, natsce.Binary, request(t, "/test", id, "contoso", "sync-offer"))
 			r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)[0]
 			if r.ev == nil || r.ev.Type() != cancelevent.Cancelled.Type() || r.data.RequestID != id {
 				t.Errorf("result on %s: %s", r.subject, r.body)

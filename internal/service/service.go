@@ -21,12 +21,12 @@ import (
 
 	"github.com/cpcancel/cpcancel/internal/broker"
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/follow"
 	"github.com/cpcancel/cpcancel/internal/handler"
 	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
 	"github.com/cpcancel/cpcancel/internal/worker"
@@ -113,7 +113,7 @@ func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 			r.abandon()
 		}
 	}()
-	mode, err := cenats.ParseMode(cfg.Processing.ResultMode)
+	mode, err := natsce.ParseMode(cfg.Processing.ResultMode)
 	if err != nil {
 		return nil, fmt.Errorf("CPCANCEL_RESULT_MODE: %w", err)
 	}
@@ -170,7 +170,7 @@ func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 
 // newPools builds what processes messages, the API client, the request state, the results and
 // the handler (and the follower, when following), and a worker pool over each consumer.
-func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metrics.Metrics, mode cenats.Mode) ([]*pool, error) {
+func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metrics.Metrics, mode natsce.Mode) ([]*pool, error) {
 	cfg := s.cfg
 	tokens, tokenDesc, err := tokenSource(cfg.CloudPartner)
 	if err != nil {

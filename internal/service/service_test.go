@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/emulator"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
@@ -47,7 +47,7 @@ func TestOutcomes(t *testing.T) {
 		{name: "forbidden", publisher: "forbidden-pub", offer: "x", outcome: cancelevent.Failed, status: 403, errCode: "Forbidden"},
 		{name: "invalid", publisher: "contoso", offer: "a/b", outcome: cancelevent.Failed, status: 0, errCode: cancelevent.CodeInvalidRequest},
 	}
-	modes := []cenats.Mode{cenats.Binary, cenats.Structured}
+	modes := []natsce.Mode{natsce.Binary, natsce.Structured}
 	for _, c := range cases {
 		for _, mode := range modes {
 			ev := request(t, source, c.name+"/"+mode.String(), c.publisher, c.offer, c.emails...)
@@ -155,7 +155,7 @@ func TestOutcomes(t *testing.T) {
 // TestStructuredResults checks CPCANCEL_RESULT_MODE=structured.
 func TestStructuredResults(t *testing.T) {
 	st := startStack(t, map[string]string{"CPCANCEL_RESULT_MODE": "structured"})
-	st.publish(t, cenats.Binary, request(t, "/test", "s-1", "contoso", "sync-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "s-1", "contoso", "sync-offer"))
 	r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)[0]
 	if ct := r.header.Get("Content-Type"); ct != "application/cloudevents+json" {
 		t.Errorf("Content-Type = %q", ct)
@@ -171,7 +171,7 @@ func TestDeadLetters(t *testing.T) {
 	st := startStack(t, map[string]string{"CPCANCEL_MAX_REQUEST_BYTES": "2048"})
 	other := request(t, "/test", "other-1", "contoso", "sync-offer")
 	other.SetType("com.example.something.else")
-	otherHdr, otherBody, err := cenats.Encode(context.Background(), other, cenats.Binary)
+	otherHdr, otherBody, err := natsce.Encode(context.Background(), other, natsce.Binary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestDeadLetters(t *testing.T) {
 	for _, c := range cases {
 		st.publishRaw(t, c.header, []byte(c.body))
 	}
-	st.publish(t, cenats.Binary, request(t, "/test", "after-dead-letters", "contoso", "sync-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "after-dead-letters", "contoso", "sync-offer"))
 
 	// Workers run concurrently: find each dead letter by the original's stream sequence.
 	dead := map[string]stored{}
@@ -244,14 +244,14 @@ func TestTransientRetries(t *testing.T) {
 	st := startStack(t, nil)
 
 	st.emu.Inject(emulator.Fault{Status: 503}, emulator.Fault{Status: 503})
-	st.publish(t, cenats.Binary, request(t, "/test", "flaky", "contoso", "contoso-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "flaky", "contoso", "contoso-offer"))
 	r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 20*time.Second)[0]
 	if r.ev.Type() != cancelevent.Cancelling.Type() || r.data.StatusCode != 202 || r.data.Attempts != 3 {
 		t.Errorf("after 503, 503, 202: type %s, data %+v", r.ev.Type(), r.data)
 	}
 
 	st.emu.Inject(emulator.Fault{Status: 429, RetryAfter: "1"})
-	st.publish(t, cenats.Binary, request(t, "/test", "throttled-once", "contoso", "sync-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "throttled-once", "contoso", "sync-offer"))
 	rs := byRequest(t, st.waitStream(t, "CPCANCEL_RESULTS", 2, 20*time.Second))
 	if r := rs["throttled-once"]; r.ev.Type() != cancelevent.Cancelled.Type() || r.data.Attempts != 2 {
 		t.Errorf("after 429, 200: type %s, data %+v", r.ev.Type(), r.data)
@@ -284,7 +284,7 @@ func TestTransientRetries(t *testing.T) {
 // after CPCANCEL_MAX_ATTEMPTS, with the last status.
 func TestTransientExhausted(t *testing.T) {
 	st := startStack(t, map[string]string{"CPCANCEL_MAX_ATTEMPTS": "2"})
-	st.publish(t, cenats.Structured, request(t, "/test", "always-503", "contoso", "broken-offer"))
+	st.publish(t, natsce.Structured, request(t, "/test", "always-503", "contoso", "broken-offer"))
 	r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 20*time.Second)[0]
 	if r.ev.Type() != cancelevent.Failed.Type() || r.data.StatusCode != 503 || r.data.Attempts != 2 ||
 		r.data.Error == nil || r.data.Error.Code != "ServiceUnavailable" {
@@ -345,7 +345,7 @@ func TestBindWithoutProvision(t *testing.T) {
 
 	bound := startService(t, st.env(map[string]string{"CPCANCEL_PROVISION": "false", "CPCANCEL_HTTP_ADDR": "127.0.0.1:0"}))
 	_ = bound
-	st.publish(t, cenats.Binary, request(t, "/test", "bound-1", "contoso", "sync-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "bound-1", "contoso", "sync-offer"))
 	if r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)[0]; r.data.RequestID != "bound-1" {
 		t.Errorf("result = %+v", r.data)
 	}
@@ -360,7 +360,7 @@ func TestTokenFileRotation(t *testing.T) {
 	}
 	st := startStack(t, map[string]string{"CPCANCEL_CLOUDPARTNER_TOKEN": "", "CPCANCEL_CLOUDPARTNER_TOKEN_FILE": tokenFile})
 
-	st.publish(t, cenats.Binary, request(t, "/test", "with-stale-token", "contoso", "sync-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "with-stale-token", "contoso", "sync-offer"))
 	r := st.waitStream(t, "CPCANCEL_RESULTS", 1, 10*time.Second)[0]
 	if r.ev.Type() != cancelevent.Failed.Type() || r.data.StatusCode != 401 || r.data.Error == nil || r.data.Error.Code != "Unauthorized" {
 		t.Errorf("with a stale token: %s %+v %+v", r.ev.Type(), r.data, r.data.Error)
@@ -372,7 +372,7 @@ func TestTokenFileRotation(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st.publish(t, cenats.Binary, request(t, "/test", "after-rotation", "contoso", "sync-offer"))
+	st.publish(t, natsce.Binary, request(t, "/test", "after-rotation", "contoso", "sync-offer"))
 	rs := byRequest(t, st.waitStream(t, "CPCANCEL_RESULTS", 2, 10*time.Second))
 	if r := rs["after-rotation"]; r.ev.Type() != cancelevent.Cancelled.Type() || r.data.StatusCode != 200 {
 		t.Errorf("after rotation: %s %+v", r.ev.Type(), r.data)

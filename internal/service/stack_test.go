@@ -16,10 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
-	"github.com/cpcancel/cpcancel/internal/cenats"
 	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/emulator"
 	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/service"
 )
@@ -113,9 +113,9 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 // publish stores a cancel request in the given content mode.
-func (st *stack) publish(t *testing.T, mode cenats.Mode, ev *event.Event) {
+func (st *stack) publish(t *testing.T, mode natsce.Mode, ev *event.Event) {
 	t.Helper()
-	hdr, body, err := cenats.Encode(context.Background(), ev, mode)
+	hdr, body, err := natsce.Encode(context.Background(), ev, mode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func (st *stack) waitStream(t *testing.T, stream string, want int, timeout time.
 			continue
 		}
 		r := stored{subject: m.Subject, header: m.Header, body: m.Data}
-		if ev, err := cenats.Decode(context.Background(), m.Header, m.Data); err == nil {
+		if ev, err := natsce.Decode(context.Background(), m.Header, m.Data); err == nil {
 			r.ev = ev
 			_ = json.Unmarshal(ev.Data(), &r.data)
 		}

@@ -1,4 +1,4 @@
-package cenats
+package natsce
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package cenats
+package natsce
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// These tests hold cenats to sdk-go's own NATS JetStream protocol binding, the client other
+// These tests hold natsce to sdk-go's own NATS JetStream protocol binding, the client other
 // teams publish requests with and read results with, over a real embedded nats-server.
 
 const (

@@ -1,4 +1,4 @@
-// Package cenats carries CloudEvents over NATS messages, following the CloudEvents NATS protocol
+// Package natsce carries CloudEvents over NATS messages, following the CloudEvents NATS protocol
 // binding, through sdk-go's binding package.
 //
 // Reading is lenient, because producers are: attribute headers are matched case-insensitively
@@ -9,7 +9,7 @@
 //
 // Writing is strict: binary mode uses lowercase `ce-` headers and percent-encodes only what the
 // binding requires (space, `"`, `%` and bytes outside printable ASCII), so a `/` stays a `/`.
-package cenats
+package natsce
 
 import (
 	"bytes"
