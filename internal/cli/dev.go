@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"time"
 
@@ -53,18 +52,14 @@ func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) 
 	}
 	defer os.RemoveAll(dir)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	emu, err := emulator.Listen("127.0.0.1:0", emulator.Options{Token: devToken, OperationDuration: 15 * time.Second})
 	if err != nil {
 		return fmt.Errorf("emulator: %w", err)
 	}
-	emu := emulator.New(emulator.Options{Token: devToken, OperationDuration: 15 * time.Second})
-	emuDone := make(chan error, 1)
-	emuCtx, stopEmu := context.WithCancel(context.WithoutCancel(ctx))
-	go func() { emuDone <- serve(emuCtx, ln, emu) }()
-	defer func() { stopEmu(); <-emuDone }()
+	defer emu.Close()
 
 	cfg.NATS.URL, cfg.NATS.DataDir = "", dir
-	cfg.CloudPartner.BaseURL = "http://" + ln.Addr().String()
+	cfg.CloudPartner.BaseURL = emu.URL
 	cfg.CloudPartner.Token, cfg.CloudPartner.TokenFile = devToken, ""
 	// Follow the samples' operations to their end, quickly enough to watch.
 	cfg.Follow.Enabled, cfg.Follow.Interval = true, 5*time.Second

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/cpcancel/cpcancel/internal/emulator"
@@ -28,26 +26,11 @@ func runEmulator(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	emu := emulator.New(emulator.Options{Token: *token, Latency: *latency, OperationDuration: *opDuration, Logger: log})
-	ln, err := net.Listen("tcp", *listen)
+	srv, err := emulator.Listen(*listen, emulator.Options{Token: *token, Latency: *latency, OperationDuration: *opDuration, Logger: log})
 	if err != nil {
 		return fmt.Errorf("emulator: %w", err)
 	}
-	log.Info("Cloud Partner API emulator listening", "url", "http://"+ln.Addr().String(), "latency", *latency)
-	return serve(ctx, ln, emu)
-}
-
-// serve runs h on ln until ctx is done, then shuts the server down.
-func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	log.Info("Cloud Partner API emulator listening", "url", srv.URL, "latency", *latency)
+	<-ctx.Done()
+	return srv.Close()
 }

@@ -862,3 +862,28 @@ func TestLatencyDelaysAnswers(t *testing.T) {
 		t.Errorf("operation GET answered in %v, want at least the 30ms latency", elapsed)
 	}
 }
+
+func TestListen(t *testing.T) {
+	srv, err := Listen("127.0.0.1:0", Options{Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/publishers/contoso/offers/sync-offer/cancel?api-version=2017-10-31",
+		strings.NewReader(`{"metadata":{"notification-emails":"a@contoso.com"}}`))
+	req.Header.Set("Authorization", "Bearer t")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || srv.CancelCount("contoso", "sync-offer") != 1 {
+		t.Errorf("status %d, %d calls recorded; want 200 and 1", resp.StatusCode, srv.CancelCount("contoso", "sync-offer"))
+	}
+	if err := srv.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := http.Get(srv.URL); err == nil {
+		t.Error("the server still answers after Close")
+	}
+}

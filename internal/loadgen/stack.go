@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -87,14 +85,12 @@ func (s *Stack) startLocal(stops *[]func()) (string, error) {
 	}
 	*stops = append(*stops, func() { ns.Shutdown(); ns.WaitForShutdown() })
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A token that no id or location contains: cpcancel refuses a location holding its token.
+	token := rand.Text()
+	emu, err := emulator.Listen("127.0.0.1:0", emulator.Options{Token: token, Latency: s.Latency, OperationDuration: time.Minute})
 	if err != nil {
 		return "", err
 	}
-	// A token that no id or location contains: cpcancel refuses a location holding its token.
-	token := rand.Text()
-	emu := &http.Server{Handler: emulator.New(emulator.Options{Token: token, Latency: s.Latency, OperationDuration: time.Minute})}
-	go emu.Serve(ln)
 	*stops = append(*stops, func() { emu.Close() })
 
 	self, err := os.Executable()
@@ -104,7 +100,7 @@ func (s *Stack) startLocal(stops *[]func()) (string, error) {
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), ChildEnv+"=1",
 		"CPCANCEL_NATS_URL="+ns.ClientURL(),
-		"CPCANCEL_CLOUDPARTNER_BASE_URL=http://"+ln.Addr().String(),
+		"CPCANCEL_CLOUDPARTNER_BASE_URL="+emu.URL,
 		"CPCANCEL_CLOUDPARTNER_TOKEN="+token, "CPCANCEL_CLOUDPARTNER_TOKEN_FILE=",
 		"CPCANCEL_HTTP_ADDR=127.0.0.1:0",
 		"CPCANCEL_CONCURRENCY="+strconv.Itoa(s.Concurrency),

@@ -2,7 +2,6 @@ package service_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -21,14 +20,12 @@ import (
 func TestReplicasStartTogether(t *testing.T) {
 	const replicas = 3
 	cluster := natstest.StartCluster(t, 3)
-	emu := emulator.New(emulator.Options{Token: testToken})
-	hs := httptest.NewServer(emu)
-	t.Cleanup(hs.Close)
 	_, js := cluster.Connect(t)
-	st := &stack{js: js, emu: emu, emuURL: hs.URL}
+	st := &stack{js: js}
+	st.serveEmulator(t, emulator.Options{})
 	env := map[string]string{
 		"CPCANCEL_NATS_URL": cluster.ClientURLs(), "CPCANCEL_REPLICAS": "3",
-		"CPCANCEL_CLOUDPARTNER_BASE_URL": hs.URL, "CPCANCEL_CLOUDPARTNER_TOKEN": testToken,
+		"CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL, "CPCANCEL_CLOUDPARTNER_TOKEN": testToken,
 		"CPCANCEL_HTTP_ADDR": "127.0.0.1:0", "CPCANCEL_CONCURRENCY": "4", "CPCANCEL_HTTP_TIMEOUT": "2s", "CPCANCEL_SHUTDOWN_TIMEOUT": "12s",
 	}
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"syscall"
@@ -50,12 +49,7 @@ func startChild(t *testing.T, env map[string]string) *child {
 // failureStack is a nats-server and the emulator in this process, for cpcancel children.
 func failureStack(t *testing.T, latency time.Duration) (*stack, map[string]string) {
 	t.Helper()
-	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
-	emu := emulator.New(emulator.Options{Token: testToken, Latency: latency})
-	hs := httptest.NewServer(emu)
-	t.Cleanup(hs.Close)
-	st := &stack{nats: ns, js: js, emu: emu, emuURL: hs.URL}
+	st := newStack(t, emulator.Options{Latency: latency})
 	env := st.env(map[string]string{"CPCANCEL_HTTP_TIMEOUT": "2s", "CPCANCEL_CONCURRENCY": "16", "CPCANCEL_LOG_LEVEL": "warn"})
 	return st, env
 }

@@ -1,25 +1,18 @@
 package service_test
 
 import (
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/emulator"
 	"github.com/cpcancel/cpcancel/internal/natsce"
-	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
 // followStack is a stack whose emulator ends operations after opDuration, without a service yet.
 func followStack(t *testing.T, opDuration time.Duration) *stack {
 	t.Helper()
-	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
-	emu := emulator.New(emulator.Options{Token: testToken, OperationDuration: opDuration})
-	hs := httptest.NewServer(emu)
-	t.Cleanup(hs.Close)
-	return &stack{nats: ns, js: js, emu: emu, emuURL: hs.URL}
+	return newStack(t, emulator.Options{OperationDuration: opDuration})
 }
 
 var followEnv = map[string]string{"CPCANCEL_FOLLOW": "true", "CPCANCEL_FOLLOW_INTERVAL": "100ms", "CPCANCEL_FOLLOW_TIMEOUT": "20s",

@@ -3,7 +3,6 @@ package service_test
 import (
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -99,11 +98,10 @@ func TestStartWaitsForNATS(t *testing.T) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	emu := emulator.New(emulator.Options{Token: testToken})
-	hs := httptest.NewServer(emu)
-	t.Cleanup(hs.Close)
+	var st stack
+	st.serveEmulator(t, emulator.Options{})
 	env := map[string]string{
-		"CPCANCEL_NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port), "CPCANCEL_CLOUDPARTNER_BASE_URL": hs.URL,
+		"CPCANCEL_NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port), "CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL,
 		"CPCANCEL_CLOUDPARTNER_TOKEN": testToken, "CPCANCEL_HTTP_ADDR": "127.0.0.1:0",
 	}
 	svc, done, cancel := runService(t, env)

@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,10 +21,8 @@ import (
 func startSecureStack(t *testing.T, ns *natstest.Server, client []nats.Option, env map[string]string) *stack {
 	t.Helper()
 	_, js := ns.ConnectWith(t, client...)
-	emu := emulator.New(emulator.Options{Token: testToken})
-	hs := httptest.NewServer(emu)
-	t.Cleanup(hs.Close)
-	st := &stack{nats: ns, js: js, emu: emu, emuURL: hs.URL}
+	st := &stack{nats: ns, js: js}
+	st.serveEmulator(t, emulator.Options{})
 	st.svc = startService(t, st.env(env))
 	return st
 }

@@ -38,14 +38,31 @@ type stack struct {
 // startStack runs the service with env on top of a test configuration; it stops when the test ends.
 func startStack(t *testing.T, env map[string]string) *stack {
 	t.Helper()
-	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
-	emu := emulator.New(emulator.Options{Token: testToken})
-	hs := httptest.NewServer(emu)
-	t.Cleanup(hs.Close)
-	st := &stack{nats: ns, js: js, emu: emu, emuURL: hs.URL}
+	st := newStack(t, emulator.Options{})
 	st.svc = startService(t, st.env(env))
 	return st
+}
+
+// newStack is what a cpcancel runs on: an embedded nats-server with the test's connection to it,
+// and the emulator configured by opts; it stops when the test ends.
+func newStack(t *testing.T, opts emulator.Options) *stack {
+	t.Helper()
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	st := &stack{nats: ns, js: js}
+	st.serveEmulator(t, opts)
+	return st
+}
+
+// serveEmulator serves an emulator configured by opts that requires testToken, until the test
+// ends.
+func (st *stack) serveEmulator(t *testing.T, opts emulator.Options) {
+	t.Helper()
+	opts.Token = testToken
+	st.emu = emulator.New(opts)
+	hs := httptest.NewServer(st.emu)
+	t.Cleanup(hs.Close)
+	st.emuURL = hs.URL
 }
 
 func (st *stack) env(extra map[string]string) map[string]string {
