@@ -129,10 +129,12 @@ type reqState struct {
 // (5xx, 429, timeouts): outcomes the faults explain.
 func transientCode(code string) bool {
 	switch code {
-	case "TooManyRequests", "ServiceUnavailable", "InternalServerError", "timeout", "transport_error", "max_deliveries":
+	case "TooManyRequests", "ServiceUnavailable", "InternalServerError", // the emulator's own codes
+		cancelevent.CodeTimeout, cancelevent.CodeTransportError:
 		return true
 	}
-	return strings.HasPrefix(code, "http_5") || code == "http_429" || code == "http_408" || code == "http_409"
+	return strings.HasPrefix(code, "http_5") || code == cancelevent.HTTPCode(429) ||
+		code == cancelevent.HTTPCode(408) || code == cancelevent.HTTPCode(409)
 }
 
 // definitive reports whether an API answer settles a cancel: 2xx or a permanent 4xx. Calls

@@ -141,7 +141,7 @@ func cleanRun(plan chaos.Plan, start time.Time) chaos.Observed {
 			obs.Operations = append(obs.Operations, op)
 			fd := cancelevent.ResultData{}
 			if final == "failed" {
-				fd.Error = &cancelevent.ErrorData{Code: "operation_failed"}
+				fd.Error = &cancelevent.ErrorData{Code: cancelevent.CodeOperationFailed}
 			}
 			store(q, true, cancelevent.Outcome(final), at.Add(3*time.Second), fd)
 		}
