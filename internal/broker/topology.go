@@ -164,27 +164,25 @@ func (t Topology) streams() []streamSpec {
 
 // ConsumerConfig is the durable pull consumer on the request stream.
 func (t Topology) ConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       t.Consumer,
-		Description:   "cpcancel workers",
-		FilterSubject: t.RequestSubject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       t.AckWait,
-		MaxDeliver:    Unlimited,
-		MaxAckPending: Unlimited,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}
+	return workConsumer(t.Consumer, "cpcancel workers", t.RequestSubject, t.AckWait)
 }
 
 // FollowConsumerConfig is the durable pull consumer of follow tasks: a task is polled until its
 // operation ends or its deadline passes.
 func (t Topology) FollowConsumerConfig() jetstream.ConsumerConfig {
+	return workConsumer(t.FollowConsumer, "cpcancel operation followers", t.FollowSubject, t.FollowAckWait)
+}
+
+// workConsumer is a durable pull consumer whose every message is settled explicitly. Deliveries
+// and pending acks are unlimited: attempts are counted in each request's state, and workers pull
+// only what they can start.
+func workConsumer(name, description, subject string, ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       t.FollowConsumer,
-		Description:   "cpcancel operation followers",
-		FilterSubject: t.FollowSubject,
+		Durable:       name,
+		Description:   description,
+		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       t.FollowAckWait,
+		AckWait:       ackWait,
 		MaxDeliver:    Unlimited,
 		MaxAckPending: Unlimited,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
