@@ -54,6 +54,10 @@ const (
 	// HeaderOriginalPrefix renames the original's Nats-* headers, which would otherwise steer the
 	// dead-letter publish (Nats-Msg-Id, Nats-Expected-Stream, ...).
 	HeaderOriginalPrefix = "Cpcancel-Original-"
+	// HeaderReplayedFrom is set on a request that an operator replayed from the dead-letter
+	// stream (consumer deadletter replay): the dead letter's sequence there. A replay that is
+	// dead-lettered again gets a reason that says so.
+	HeaderReplayedFrom = "Cpcancel-Replayed-From"
 )
 
 // ValidID reports whether id is a publisher or offer id the contract accepts, and so one that is

@@ -27,7 +27,7 @@ func Main(name string, args []string, build metrics.Build) int {
 	defer stop()
 	if err := Run(ctx, args, build, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
-		return 1
+		return exitStatus(err)
 	}
 	return 0
 }
@@ -40,6 +40,10 @@ func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr
 			return runPublish(ctx, args[1:], stdout, stderr)
 		case "emulator":
 			return runEmulator(ctx, args[1:], stderr)
+		case "status":
+			return runStatus(ctx, args[1:], stdout, stderr)
+		case "deadletter":
+			return runDeadLetter(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
@@ -54,7 +58,7 @@ func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown command %q (want publish or emulator; -h for help)", fs.Arg(0))
+		return fmt.Errorf("unknown command %q (want publish, emulator, status or deadletter; -h for help)", fs.Arg(0))
 	}
 	if *version {
 		fmt.Fprintf(stdout, "cpcancel %s (revision %s)\n", build.Version, build.Revision)
@@ -96,6 +100,8 @@ Usage:
   consumer [-dev] [-version]      run the service, configured by the environment below
   consumer publish -h             publish a cancel request
   consumer emulator -h            run the Cloud Partner API emulator on its own
+  consumer status -h              print a request's state, results, following and dead letters
+  consumer deadletter -h          list, show and replay dead letters
 
 Flags:
 `)

@@ -20,6 +20,9 @@ const maxReason = 256
 // headers of the original are kept renamed. Its id is derived from stream and sequence, so storing
 // it again inside the dead-letter stream's duplicate window keeps one copy.
 func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error {
+	if from := header.Get(cancelevent.HeaderReplayedFrom); from != "" {
+		reason = "replay of dead letter " + from + " dead-lettered again: " + reason
+	}
 	reason = boundReason(reason)
 	hdr := make(nats.Header, len(header)+3)
 	for k, vs := range header {
