@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/config"
 )
@@ -52,6 +54,8 @@ type Config struct {
 	// MaxIdleConns sizes the default transport's pool of kept-alive connections, which should
 	// match the calls that may be in flight at once; 64 when zero.
 	MaxIdleConns int
+	// Tracer, when set, makes an HTTP CLIENT span of every exchange; nil is tracing off.
+	Tracer trace.Tracer
 }
 
 // Client calls the Cloud Partner Portal Cancel operation API. It is safe for concurrent use.
@@ -63,6 +67,7 @@ type Client struct {
 	http       *http.Client
 	observer   Observer
 	limiter    *limiter
+	tracer     trace.Tracer
 }
 
 // New returns a Client for cfg, or an error naming what is wrong with cfg.
@@ -84,6 +89,7 @@ func New(cfg Config) (*Client, error) {
 		tokens:     cfg.Tokens,
 		timeout:    cmp.Or(cfg.Timeout, defaults.HTTPTimeout),
 		observer:   cfg.Observer,
+		tracer:     cfg.Tracer,
 		limiter:    newLimiter(cfg.Limits),
 	}
 	transport := cfg.Transport
@@ -258,21 +264,35 @@ func (c *Client) exchange(ctx context.Context, operation, endpoint string, body 
 	}
 	req.Header["User-Agent"] = userAgentHeader
 
+	var span trace.Span
+	if c.tracer != nil {
+		// After the limits and the fence: the span is the exchange on the wire. A retry after a
+		// 401 is a resend (secrets then holds both tokens).
+		ctx, span = startClientSpan(ctx, c.tracer, req, operation, len(secrets)-1)
+		req = req.WithContext(trace.ContextWithSpan(callCtx, span))
+	}
 	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
-		c.observe(operation, "error", time.Since(start))
-		return nil, nil, c.transportError(ctx, callCtx, err, secrets)
+		c.observe(ctx, operation, "error", time.Since(start))
+		e := c.transportError(ctx, callCtx, err, secrets)
+		if span != nil {
+			endClientSpan(span, 0, e.Code)
+		}
+		return nil, nil, e
 	}
 	defer drainClose(resp.Body)
 	data, _ := readBody(resp) // a short body is still an answer
-	c.observe(operation, strconv.Itoa(resp.StatusCode), time.Since(start))
+	c.observe(ctx, operation, strconv.Itoa(resp.StatusCode), time.Since(start))
+	if span != nil {
+		endClientSpan(span, resp.StatusCode, "")
+	}
 	return resp, data, nil
 }
 
-func (c *Client) observe(operation, code string, elapsed time.Duration) {
+func (c *Client) observe(ctx context.Context, operation, code string, elapsed time.Duration) {
 	if c.observer != nil {
-		c.observer.ObserveAPIRequest(operation, code, elapsed)
+		c.observer.ObserveAPIRequest(ctx, operation, code, elapsed)
 	}
 }
 

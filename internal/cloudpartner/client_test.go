@@ -81,7 +81,7 @@ func (o *recordingObserver) ObserveThrottle(limit string, waited time.Duration) 
 	o.throttled[limit]++
 }
 
-func (o *recordingObserver) ObserveAPIRequest(operation, code string, elapsed time.Duration) {
+func (o *recordingObserver) ObserveAPIRequest(_ context.Context, operation, code string, elapsed time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if operation != OperationCancel {

@@ -84,7 +84,7 @@ const (
 // operation is OperationCancel or OperationStatus; code is the HTTP status code as a decimal
 // string, or "error" when no response was received.
 type Observer interface {
-	ObserveAPIRequest(operation, code string, elapsed time.Duration)
+	ObserveAPIRequest(ctx context.Context, operation, code string, elapsed time.Duration)
 	// ObserveThrottle records a call held back by Limits: limit is "rate" or "concurrency".
 	ObserveThrottle(limit string, waited time.Duration)
 }

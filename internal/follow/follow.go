@@ -27,12 +27,14 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
@@ -86,6 +88,9 @@ type Config struct {
 	PublishTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Tracer, when set, traces each delivery of a task as a child of the span that answered the
+	// request (its record's trace context); nil is tracing off.
+	Tracer trace.Tracer
 }
 
 // Follower schedules follow tasks and decides what becomes of each delivery of one. Its methods
@@ -148,7 +153,7 @@ func (f *Follower) Schedule(ctx context.Context, key, location string) error {
 // operation known to have ended (by this request's poll or another's) gives its own result, even
 // past the deadline; otherwise the deadline ends following with follow_timeout. When ctx ends
 // (shutdown) it hands the task back within a second, leaving the request's record as it is.
-func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) worker.Decision {
+func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) (decision worker.Decision) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery: there is nothing to redeliver, nor a place to name.
@@ -158,8 +163,17 @@ func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) worker.Decisio
 	if err != nil {
 		return f.deadLetter(ctx, msg, meta, err.Error())
 	}
+	var span trace.Span
+	defer func() {
+		if span != nil {
+			tracing.EndProcess(span, decision)
+		}
+	}()
 	for try := 0; ; try++ {
 		e, err := f.store.Get(ctx, t.Key)
+		if f.cfg.Tracer != nil && span == nil {
+			ctx, span = tracing.StartProcess(ctx, f.cfg.Tracer, recordedTrace(e), msg, meta, nil)
+		}
 		switch {
 		case errors.Is(err, state.ErrNotFound):
 			return f.deadLetter(ctx, msg, meta, reasonMismatch)
@@ -192,7 +206,7 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 	}
 	req, first, err := readFirst(e.Result)
 	if err != nil {
-		f.log.Error("following request whose first result is unreadable", "key", key, "err", err)
+		f.log.ErrorContext(ctx, "following request whose first result is unreadable", "key", key, "err", err)
 		return f.deadLetter(ctx, msg, meta, "the request's first result is unreadable"), nil
 	}
 	end := func(o ending) (worker.Decision, error) { return f.finish(ctx, meta, key, e, req, first, o) }
@@ -231,7 +245,7 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		p := state.Poll{Status: op.Status, Terminal: op.Terminal(), Cancelled: op.Cancelled(),
 			Messages: op.Messages, CorrelationID: op.CorrelationID}
 		if err := f.store.RecordPoll(ctx, loc, claimed, p); err != nil {
-			f.log.Warn("operation's answer not recorded", "location_key", state.OperationKey(loc), "err", err)
+			f.log.WarnContext(ctx, "operation's answer not recorded", "location_key", state.OperationKey(loc), "err", err)
 		}
 		if p.Terminal {
 			return end(ended(p))
@@ -239,14 +253,14 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		if now.After(e.Follow.Deadline) {
 			return end(f.timedOut(op.Status))
 		}
-		f.log.Debug("operation not finished", "key", key, "status", op.Status)
+		f.log.DebugContext(ctx, "operation not finished", "key", key, "status", op.Status)
 		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation "+op.Status), nil
 	case errors.As(err, &apiErr) && !apiErr.Transient:
 		return end(permanent(apiErr))
 	case now.After(e.Follow.Deadline):
 		return end(f.timedOut(rec.Status))
 	default:
-		f.log.Warn("operation status not read, polling again", "key", key, "err", err)
+		f.log.WarnContext(ctx, "operation status not read, polling again", "key", key, "err", err)
 		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation status not read"), nil
 	}
 }
@@ -313,6 +327,13 @@ func (f *Follower) finish(ctx context.Context, meta *jetstream.MsgMetadata, key 
 	if d.Location == "" {
 		d.Location = e.Follow.Location
 	}
+	if f.cfg.Tracer != nil {
+		// The final result continues the trace from the span that decided it.
+		if tp, ts := tracing.TraceParent(ctx); tp != "" {
+			req.TraceParent, req.TraceState = tp, ts
+		}
+		trace.SpanFromContext(ctx).SetAttributes(tracing.Outcome.String(string(o.outcome)))
+	}
 	ev, err := cancelevent.NewFinalResult(f.cfg.Source, req, o.outcome, d, time.Now())
 	var raw []byte
 	if err == nil {
@@ -330,7 +351,7 @@ func (f *Follower) finish(ctx context.Context, meta *jetstream.MsgMetadata, key 
 	if err != nil {
 		return f.retry(ctx, meta, "final result not recorded", err), nil
 	}
-	f.log.Info("operation followed to its end", "request_id", req.ID, "request_source", req.Source,
+	f.log.InfoContext(ctx, "operation followed to its end", "request_id", req.ID, "request_source", req.Source,
 		"outcome", o.outcome, "operation_status", d.OperationStatus, "result_id", ev.ID())
 	return f.publishFinal(ctx, meta, key, e)
 }
@@ -371,7 +392,7 @@ func (f *Follower) retry(ctx context.Context, meta *jetstream.MsgMetadata, reaso
 	if ctx.Err() != nil {
 		return worker.Nak(time.Second, "shutting down")
 	}
-	f.log.Warn(reason+", retrying", "stream_seq", meta.Sequence.Stream, "deliveries", meta.NumDelivered, "err", err)
+	f.log.WarnContext(ctx, reason+", retrying", "stream_seq", meta.Sequence.Stream, "deliveries", meta.NumDelivered, "err", err)
 	return worker.Nak(backoff(meta.NumDelivered), reason)
 }
 
@@ -428,6 +449,19 @@ func validKey(k string) bool {
 // backs reports whether the record e backs task t: the request follows, or followed, t's location.
 func backs(e state.Entry, t task) bool {
 	return (e.Phase == state.Following || e.Phase == state.Final) && e.Follow != nil && e.Follow.Location == t.Location
+}
+
+// recordedTrace is the trace context kept in the request's record: the answering span's, or for a
+// record written without one, the traceparent of its first result.
+func recordedTrace(e state.Entry) trace.SpanContext {
+	if sc := tracing.Remote(e.TraceParent, e.TraceState); sc.IsValid() || len(e.Result) == 0 {
+		return sc
+	}
+	var ev event.Event
+	if json.Unmarshal(e.Result, &ev) != nil {
+		return trace.SpanContext{}
+	}
+	return tracing.Event(&ev)
 }
 
 // readFirst reads the request and the first result's data from the recorded first result.

@@ -21,11 +21,14 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/state"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
@@ -50,9 +53,10 @@ type Follower interface {
 	Schedule(ctx context.Context, key, location string) error
 }
 
-// Recorder counts what the handler does; *metrics.Metrics satisfies it.
+// Recorder counts what the handler does; *metrics.Metrics satisfies it. done's ctx carries the
+// delivery's span when tracing is on.
 type Recorder interface {
-	Received(numDelivered uint64) (done func())
+	Received(numDelivered uint64) (done func(ctx context.Context))
 	Duplicate()
 	Retried()
 }
@@ -86,6 +90,8 @@ type Config struct {
 	FollowFirstPoll, FollowTimeout time.Duration
 	// Logger receives one line per answered request; nil discards.
 	Logger *slog.Logger
+	// Tracer, when set, traces each delivery (package tracing); nil is tracing off, at no cost.
+	Tracer trace.Tracer
 }
 
 // Handler decides request messages. Decide may be called concurrently.
@@ -123,20 +129,30 @@ type delivery struct {
 
 // Decide works out how one delivery of a request message is to be settled. ctx ends the work
 // early (the shutdown grace period ran out); the message is then handed back, never half-done.
-func (h *Handler) Decide(ctx context.Context, msg jetstream.Msg) worker.Decision {
+func (h *Handler) Decide(ctx context.Context, msg jetstream.Msg) (decision worker.Decision) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery; there is nothing to settle, and Term tells the pool so.
-		h.log.Error("message without JetStream metadata", "subject", msg.Subject(), "err", err)
+		h.log.ErrorContext(ctx, "message without JetStream metadata", "subject", msg.Subject(), "err", err)
 		return worker.Term("not a JetStream delivery")
 	}
 	done := h.rec.Received(meta.NumDelivered)
-	defer done()
 	d := &delivery{msg: msg, meta: meta}
 	var reason string
-	if d.ev, reason = h.decode(ctx, msg.Headers(), msg.Data()); reason != "" {
+	d.ev, reason = h.decode(ctx, msg.Headers(), msg.Data())
+	var span trace.Span
+	if h.cfg.Tracer != nil {
+		ctx, span = tracing.StartProcess(ctx, h.cfg.Tracer, tracing.Producer(d.ev, msg.Headers()), msg, meta, d.ev)
+	}
+	defer func() {
+		if span != nil {
+			tracing.EndProcess(span, decision)
+		}
+		done(ctx)
+	}()
+	if reason != "" {
 		if err := h.out.DeadLetter(ctx, msg.Headers(), msg.Data(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
-			return h.infraRetry(d, "dead letter not stored", err)
+			return h.infraRetry(ctx, d, "dead letter not stored", err)
 		}
 		return worker.Term(reason)
 	}
@@ -154,7 +170,7 @@ func (h *Handler) Decide(ctx context.Context, msg jetstream.Msg) worker.Decision
 		}
 		return worker.Nak(delay, "request "+wait.Reason)
 	case err != nil:
-		return h.infraRetry(d, "state unavailable", err)
+		return h.infraRetry(ctx, d, "state unavailable", err)
 	case lease == nil:
 		return h.answerFromState(ctx, d, entry)
 	}
@@ -180,11 +196,14 @@ func (h *Handler) decode(ctx context.Context, hdr nats.Header, data []byte) (ev 
 // invalid, and then either records the answer or gives the lease up until the next try.
 func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) worker.Decision {
 	attempts := lease.State().Attempts
+	if h.cfg.Tracer != nil {
+		trace.SpanFromContext(ctx).SetAttributes(tracing.Attempt.Int(attempts + 1))
+	}
 	req, err := cancelevent.ParseRequest(d.ev)
 	var invalid *cancelevent.InvalidError
 	if errors.As(err, &invalid) {
 		// No API attempt is made; the result counts the one look at the request.
-		return h.settle(ctx, d, lease, attempts, "", h.result(req, cancelevent.Failed, cancelevent.ResultData{
+		return h.settle(ctx, d, lease, attempts, "", h.result(ctx, req, cancelevent.Failed, cancelevent.ResultData{
 			Attempts: max(attempts, 1),
 			Error:    &cancelevent.ErrorData{Code: cancelevent.CodeInvalidRequest, Message: invalid.Reason},
 		}))
@@ -208,7 +227,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		if accepted.StatusCode == http.StatusAccepted {
 			outcome = cancelevent.Cancelling
 		}
-		return h.settle(ctx, d, lease, attempts+1, accepted.Location, h.result(req, outcome, cancelevent.ResultData{
+		return h.settle(ctx, d, lease, attempts+1, accepted.Location, h.result(ctx, req, outcome, cancelevent.ResultData{
 			StatusCode: accepted.StatusCode, Location: accepted.Location, OperationID: accepted.OperationID,
 			CorrelationID: accepted.CorrelationID, Attempts: attempts + 1,
 		}))
@@ -234,14 +253,14 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	if apiErr.Transient && attempts < h.cfg.MaxAttempts {
 		h.rec.Retried()
 		delay := max(h.backoff(attempts), apiErr.RetryAfter)
-		h.log.Info("transient API failure, retrying", "request_id", req.ID, "request_source", req.Source,
+		h.log.InfoContext(ctx, "transient API failure, retrying", "request_id", req.ID, "request_source", req.Source,
 			"status", apiErr.StatusCode, "code", apiErr.Code, "attempt", attempts, "delay", delay)
 		if err := lease.Wait(context.WithoutCancel(ctx), attempts, time.Now().Add(delay)); err != nil {
-			h.log.Warn("could not record the attempt; the retry waits for the lease to run out", "request_id", req.ID, "err", err)
+			h.log.WarnContext(ctx, "could not record the attempt; the retry waits for the lease to run out", "request_id", req.ID, "err", err)
 		}
 		return worker.Nak(delay, apiErr.Code)
 	}
-	return h.settle(ctx, d, lease, attempts, "", h.result(req, cancelevent.Failed, cancelevent.ResultData{
+	return h.settle(ctx, d, lease, attempts, "", h.result(ctx, req, cancelevent.Failed, cancelevent.ResultData{
 		StatusCode: apiErr.StatusCode, CorrelationID: apiErr.CorrelationID, Attempts: attempts,
 		Error: &cancelevent.ErrorData{Code: apiErr.Code, Message: apiErr.Message},
 	}))
@@ -252,7 +271,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 func (h *Handler) keepLease(ctx context.Context, lease *state.Lease) (stop func()) {
 	return worker.Every(h.cfg.Renew, func() bool {
 		if err := lease.Renew(ctx); err != nil {
-			h.log.Debug("lease not renewed", "key", lease.Key(), "err", err)
+			h.log.DebugContext(ctx, "lease not renewed", "key", lease.Key(), "err", err)
 			return false
 		}
 		return true
@@ -263,9 +282,9 @@ func (h *Handler) keepLease(ctx context.Context, lease *state.Lease) (stop func(
 func (h *Handler) giveBack(ctx context.Context, d *delivery, lease *state.Lease, attempts int, reason string, cause error) worker.Decision {
 	delay := h.backoff(int(d.meta.NumDelivered))
 	if err := lease.Wait(context.WithoutCancel(ctx), attempts, time.Now()); err != nil {
-		h.log.Debug("could not release lease; the retry waits for it to run out", "err", err)
+		h.log.DebugContext(ctx, "could not release lease; the retry waits for it to run out", "err", err)
 	}
-	h.log.Warn("request handed back, no attempt used", "request_id", d.ev.ID(), "reason", reason, "err", cause, "delay", delay)
+	h.log.WarnContext(ctx, "request handed back, no attempt used", "request_id", d.ev.ID(), "reason", reason, "err", cause, "delay", delay)
 	return worker.Nak(delay, reason)
 }
 
@@ -277,10 +296,14 @@ func (h *Handler) giveBack(ctx context.Context, d *delivery, lease *state.Lease,
 func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, attempts int, location string, result *event.Event) worker.Decision {
 	recorded, err := natsce.MarshalStructured(result)
 	if err != nil {
-		h.log.Error("could not encode result", "result_id", result.ID(), "err", err)
+		h.log.ErrorContext(ctx, "could not encode result", "result_id", result.ID(), "err", err)
 		return h.giveBack(ctx, d, lease, lease.State().Attempts, "result not encoded", err)
 	}
 	st := state.State{Phase: state.Answered, Attempts: attempts, Result: recorded, RequestSeq: d.meta.Sequence.Stream}
+	if h.cfg.Tracer != nil {
+		// Following polls and the final result continue this trace, also after a restart.
+		st.TraceParent, st.TraceState = tracing.TraceParent(ctx)
+	}
 	if h.cfg.Follow != nil && location != "" {
 		now := time.Now()
 		st.Phase = state.Following
@@ -298,17 +321,17 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 		if errors.Is(err, state.ErrLeaseLost) {
 			// Only possible after the lease ran out while the state could not be written: the
 			// new holder decides, and may call the API again.
-			h.log.Error("answer not recorded: the lease ran out and another worker took the request over",
+			h.log.ErrorContext(ctx, "answer not recorded: the lease ran out and another worker took the request over",
 				"request_id", d.ev.ID(), "result_id", result.ID())
 			return worker.Nak(h.cfg.RetryBase, "lease lost")
 		}
 		delay := min(h.backoff(try), maxInfraDelay)
 		if ctx.Err() != nil && try >= 3 {
-			h.log.Error("answer not recorded before shutdown; the request may be sent to the API again",
+			h.log.ErrorContext(ctx, "answer not recorded before shutdown; the request may be sent to the API again",
 				"request_id", d.ev.ID(), "result_id", result.ID(), "err", err)
 			return worker.Nak(h.cfg.RetryBase, "shutting down")
 		}
-		h.log.Warn("could not record the answer, trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
+		h.log.WarnContext(ctx, "could not record the answer, trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
 		time.Sleep(delay)
 	}
 	return h.storeResult(ctx, d, entry, result)
@@ -325,11 +348,11 @@ func (h *Handler) answerFromState(ctx context.Context, d *delivery, entry state.
 	}
 	if entry.RequestSeq != d.meta.Sequence.Stream {
 		h.rec.Duplicate()
-		h.log.Info("re-sent request answered from its record", "request_id", d.ev.ID(), "request_source", d.ev.Source())
+		h.log.InfoContext(ctx, "re-sent request answered from its record", "request_id", d.ev.ID(), "request_source", d.ev.Source())
 	}
 	if len(entry.Final) > 0 {
 		if _, err := h.out.PublishRecorded(ctx, entry.Final); err != nil {
-			return h.infraRetry(d, "final result not stored", err)
+			return h.infraRetry(ctx, d, "final result not stored", err)
 		}
 	}
 	return h.storeResult(ctx, d, entry, nil)
@@ -348,13 +371,13 @@ func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entr
 		seq, err = h.out.PublishRecorded(ctx, entry.Result)
 	}
 	if err != nil {
-		return h.infraRetry(d, "result not stored", err)
+		return h.infraRetry(ctx, d, "result not stored", err)
 	}
 	scheduled := false
 	// With following turned off since the answer, nothing schedules it.
 	if h.cfg.Follow != nil && entry.Follow != nil && !entry.Follow.Scheduled && entry.Phase == state.Following {
 		if err := h.cfg.Follow.Schedule(ctx, d.key, entry.Follow.Location); err != nil {
-			return h.infraRetry(d, "follow not scheduled", err)
+			return h.infraRetry(ctx, d, "follow not scheduled", err)
 		}
 		scheduled = true
 	}
@@ -362,7 +385,7 @@ func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entr
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*h.cfg.CallBudget)
 		defer cancel()
 		if err := h.mark(mctx, d, entry, seq, scheduled); err != nil {
-			h.log.Warn("ack not confirmed and result not marked stored; a redelivery stores it again under the same id",
+			h.log.WarnContext(ctx, "ack not confirmed and result not marked stored; a redelivery stores it again under the same id",
 				"request_id", d.ev.ID(), "ack_err", ackErr, "err", err)
 		}
 	})
@@ -391,14 +414,26 @@ func (h *Handler) mark(ctx context.Context, d *delivery, entry state.Entry, seq 
 	return state.ErrConflict
 }
 
-// result builds a result event and logs the outcome.
-func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) *event.Event {
+// result builds a result event and logs the outcome. With tracing on, the result's traceparent is
+// the processing span's, so that the next stage continues the trace; otherwise the request's is
+// passed on as it came.
+func (h *Handler) result(ctx context.Context, req cancelevent.Request, o cancelevent.Outcome, d cancelevent.ResultData) *event.Event {
+	if h.cfg.Tracer != nil {
+		if tp, ts := tracing.TraceParent(ctx); tp != "" {
+			req.TraceParent, req.TraceState = tp, ts
+		}
+		span := trace.SpanFromContext(ctx)
+		span.SetAttributes(tracing.Outcome.String(string(o)))
+		if d.Error != nil {
+			span.SetStatus(codes.Error, d.Error.Code)
+		}
+	}
 	ev, err := cancelevent.NewResult(h.cfg.Source, req, o, d, time.Now())
 	if err != nil {
 		// Only data that cannot be encoded as JSON gets here, which ResultData cannot be.
 		panic(fmt.Sprintf("build result: %v", err))
 	}
-	if h.log.Enabled(context.Background(), slog.LevelInfo) {
+	if h.log.Enabled(ctx, slog.LevelInfo) {
 		args := []any{"request_id", req.ID, "request_source", req.Source, "publisher", req.PublisherID,
 			"offer", req.OfferID, "outcome", o, "status", d.StatusCode, "attempts", d.Attempts, "result_id", ev.ID()}
 		if d.CorrelationID != "" {
@@ -407,7 +442,7 @@ func (h *Handler) result(req cancelevent.Request, o cancelevent.Outcome, d cance
 		if d.Error != nil {
 			args = append(args, "error_code", d.Error.Code, "error", d.Error.Message)
 		}
-		h.log.Info("request answered", args...)
+		h.log.InfoContext(ctx, "request answered", args...)
 	}
 	return ev
 }
@@ -418,9 +453,9 @@ const maxInfraDelay = 15 * time.Second
 
 // infraRetry hands a message back after a failure of NATS or of the bucket: with a growing delay,
 // and without using up an attempt.
-func (h *Handler) infraRetry(d *delivery, reason string, err error) worker.Decision {
+func (h *Handler) infraRetry(ctx context.Context, d *delivery, reason string, err error) worker.Decision {
 	delay := min(h.backoff(int(d.meta.NumDelivered)), maxInfraDelay)
-	h.log.Warn("could not finish, retrying", "stream_seq", d.meta.Sequence.Stream, "reason", reason, "err", err, "delay", delay)
+	h.log.WarnContext(ctx, "could not finish, retrying", "stream_seq", d.meta.Sequence.Stream, "reason", reason, "err", err, "delay", delay)
 	return worker.Nak(delay, reason)
 }
 

@@ -52,11 +52,11 @@ func answer(acc cloudpartner.Accepted, err error) func(int) (cloudpartner.Accept
 
 type recorder struct{ duplicates, retries, stored, deadLetters atomic.Int32 }
 
-func (r *recorder) Received(uint64) func() { return func() {} }
-func (r *recorder) Duplicate()             { r.duplicates.Add(1) }
-func (r *recorder) Retried()               { r.retries.Add(1) }
-func (r *recorder) ResultStored(string)    { r.stored.Add(1) }
-func (r *recorder) DeadLettered()          { r.deadLetters.Add(1) }
+func (r *recorder) Received(uint64) func(context.Context) { return func(context.Context) {} }
+func (r *recorder) Duplicate()                            { r.duplicates.Add(1) }
+func (r *recorder) Retried()                              { r.retries.Add(1) }
+func (r *recorder) ResultStored(string)                   { r.stored.Add(1) }
+func (r *recorder) DeadLettered()                         { r.deadLetters.Add(1) }
 
 type follower struct {
 	mu    sync.Mutex

@@ -3,6 +3,7 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
 	"runtime"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 const namespace = "cpcancel"
@@ -103,10 +105,22 @@ func New(reg prometheus.Registerer, build Build, outcomes ...string) *Metrics {
 
 // ObserveAPIRequest counts one API exchange. operation is "cancel" for the Cancel POST and
 // "status" for a poll of the operation it started (a GET of the 202's Location); code is the HTTP
-// status or "error" when no response was received.
-func (m *Metrics) ObserveAPIRequest(operation, code string, elapsed time.Duration) {
+// status or "error" when no response was received. When ctx carries a sampled span, its trace id
+// is the observation's exemplar.
+func (m *Metrics) ObserveAPIRequest(ctx context.Context, operation, code string, elapsed time.Duration) {
 	m.apiRequests.WithLabelValues(operation, code).Inc()
-	m.apiDuration.WithLabelValues(operation, code).Observe(elapsed.Seconds())
+	observe(ctx, m.apiDuration.WithLabelValues(operation, code), elapsed.Seconds())
+}
+
+// observe observes v, with ctx's trace id as the exemplar when ctx carries a sampled span.
+func observe(ctx context.Context, o prometheus.Observer, v float64) {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
+		if eo, ok := o.(prometheus.ExemplarObserver); ok {
+			eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": sc.TraceID().String()})
+			return
+		}
+	}
+	o.Observe(v)
 }
 
 // ObserveThrottle counts an API call held back by a limit, and how long it waited.
@@ -127,20 +141,22 @@ func (m *Metrics) Duplicate() { m.duplicates.Inc() }
 // Retried counts a request handed back for a delayed retry.
 func (m *Metrics) Retried() { m.retries.Inc() }
 
-// Received notes a request message being taken up; it returns a func to call once it is settled.
-func (m *Metrics) Received(numDelivered uint64) (done func()) {
+// Received notes a request message being taken up; it returns a func to call once it is settled,
+// with the context of its span when it is traced (the exemplar of the processing time).
+func (m *Metrics) Received(numDelivered uint64) (done func(ctx context.Context)) {
 	if numDelivered > 1 {
 		m.redeliveries.Inc()
 	}
 	m.inFlight.Inc()
 	start := time.Now()
-	return func() {
+	return func(ctx context.Context) {
 		m.inFlight.Dec()
-		m.processing.Observe(time.Since(start).Seconds())
+		observe(ctx, m.processing, time.Since(start).Seconds())
 	}
 }
 
-// Handler serves the metrics gathered from g in the Prometheus exposition format.
+// Handler serves the metrics gathered from g in the Prometheus exposition format, or in
+// OpenMetrics when the scraper asks for it (the format that carries exemplars).
 func Handler(g prometheus.Gatherer) http.Handler {
-	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true})
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"maps"
 	"strings"
 	"testing"
@@ -13,11 +14,11 @@ import (
 func TestObserveAPIRequestByOperation(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := New(reg, Build{Version: "test", Revision: "test"})
-	m.ObserveAPIRequest("cancel", "202", 40*time.Millisecond)
-	m.ObserveAPIRequest("cancel", "503", 2*time.Second)
-	m.ObserveAPIRequest("status", "200", 10*time.Millisecond)
-	m.ObserveAPIRequest("status", "200", 20*time.Millisecond)
-	m.ObserveAPIRequest("status", "error", 30*time.Second)
+	m.ObserveAPIRequest(context.Background(), "cancel", "202", 40*time.Millisecond)
+	m.ObserveAPIRequest(context.Background(), "cancel", "503", 2*time.Second)
+	m.ObserveAPIRequest(context.Background(), "status", "200", 10*time.Millisecond)
+	m.ObserveAPIRequest(context.Background(), "status", "200", 20*time.Millisecond)
+	m.ObserveAPIRequest(context.Background(), "status", "error", 30*time.Second)
 
 	want := `
 # HELP cpcancel_api_requests_total Cloud Partner API responses by operation ("cancel": the Cancel POST, "status": a poll of the operation it started) and HTTP status code (code="error" when no response was received).
@@ -59,7 +60,7 @@ cpcancel_api_requests_total{code="error",operation="status"} 1
 func TestMetricsLint(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := New(reg, Build{Version: "test", Revision: "test"}, "cancelled", "failed")
-	m.ObserveAPIRequest("cancel", "202", time.Millisecond)
+	m.ObserveAPIRequest(context.Background(), "cancel", "202", time.Millisecond)
 	m.ObserveThrottle("rate", time.Millisecond)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

@@ -14,6 +14,9 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/natsce"
@@ -47,6 +50,8 @@ type Config struct {
 	Timeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Tracer, when set, makes a PRODUCER span of every result published; nil is tracing off.
+	Tracer trace.Tracer
 }
 
 // Publisher stores results and dead letters. It is safe for concurrent use.
@@ -71,7 +76,29 @@ func New(cfg Config, js JetStream, rec Recorder) *Publisher {
 // inside the stream's duplicate window) returns the first copy's sequence and is not counted again.
 func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, err error) {
 	outcome := string(cancelevent.OutcomeOf(ev.Type()))
-	out, err := natsce.NewMsg(ctx, p.cfg.SubjectPrefix+"."+outcome, ev, p.cfg.Mode)
+	subject := p.cfg.SubjectPrefix + "." + outcome
+	if p.cfg.Tracer != nil {
+		var span trace.Span
+		ctx, span = p.cfg.Tracer.Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.operation.type", "send"),
+				attribute.String("messaging.operation.name", "publish"),
+				attribute.String("messaging.destination.name", subject),
+				attribute.String("messaging.message.id", ev.ID()),
+				attribute.String("cloudevents.event_id", ev.ID()),
+				attribute.String("cloudevents.event_type", ev.Type()),
+			))
+		defer func() {
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			} else {
+				span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(seq)))
+			}
+			span.End()
+		}()
+	}
+	out, err := natsce.NewMsg(ctx, subject, ev, p.cfg.Mode)
 	if err != nil {
 		return 0, fmt.Errorf("encode result: %w", err)
 	}

@@ -65,6 +65,11 @@ type State struct {
 	// Final is the final result event of a followed request, FinalSeq its place once stored.
 	Final    json.RawMessage `json:"-"`
 	FinalSeq uint64          `json:"finalSeq,omitempty"`
+	// TraceParent and TraceState are the W3C trace context of the span that answered the request
+	// (set only with tracing on): following continues that trace, also after a restart. Records
+	// written without them read as untraced.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // Follow is what following a request's operation needs.
