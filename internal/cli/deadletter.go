@@ -259,7 +259,7 @@ func runDeadLetterReplay(ctx context.Context, args []string, stdout, stderr io.W
 		fmt.Fprintln(stdout, rp.summary())
 	}
 	if rp.skipped > 0 {
-		return fmt.Errorf("deadletter replay: %d dead letters not replayed", rp.skipped)
+		return fmt.Errorf("deadletter replay: not replayed: %d of the dead letters asked for", rp.skipped)
 	}
 	return nil
 }
