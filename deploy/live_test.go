@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,7 +72,7 @@ var livePanels = map[string]string{
 	"Stored messages by stream":                    moves,
 	"Goroutines":                                   moves,
 	"Memory":                                       moves,
-	"GC":                                           present,
+	"GC":                                           moves, // the test collects once a round
 	"CPU":                                          moves,
 }
 
@@ -80,7 +81,6 @@ var livePanelReasons = map[string]string{
 	"Consumer lag":       "nats_* series come from the NATS exporter, which the live test does not run",
 	"In flight":          "a request is in flight for milliseconds: a 1 s scrape may never see one",
 	"In-flight requests": "a request is in flight for milliseconds: a 1 s scrape may never see one",
-	"GC":                 "the Go runtime need not collect during a short load",
 }
 
 const (
@@ -250,6 +250,9 @@ func liveLoad(t *testing.T, js jetstream.JetStream, round int) liveCounts {
 	const results = 9 // 6 first results, 2 final ones, 1 invalid_request
 
 	waitStreamMsgs(t, ctx, stream, before+results)
+	// cpcancel runs in this process, whose heap is too small to be sure of a collection during so
+	// short a load: collect once, so that the GC panel has something to show.
+	runtime.GC()
 	// The same request again, once answered: a duplicate, answered from its state; JetStream
 	// drops the result it publishes again as a duplicate of the first.
 	request("cancelled", "contoso", "sync-offer")
