@@ -18,6 +18,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/metrics"
 	"github.com/cpcancel/cpcancel/internal/service"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 )
 
 // Main runs the command named by args until SIGINT or SIGTERM, as a process does: it reports an
@@ -72,8 +73,13 @@ func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr
 		return fmt.Errorf("configuration: %w", err)
 	}
 	log := cfg.Log.Logger(stderr)
-	log.Info("starting cpcancel", "version", build.Version, "revision", build.Revision, "gogc", setGCPercent())
-	return service.New(cfg, build, log).Run(ctx)
+	tp, err := tracing.New(ctx, os.LookupEnv, tracing.Options{Version: build.Version})
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log.Info("starting cpcancel", "version", build.Version, "revision", build.Revision, "gogc", setGCPercent(),
+		"tracing", tp.Tracer() != nil)
+	return service.New(cfg, build, log).WithTracing(tp).Run(ctx)
 }
 
 // defaultGCPercent is the garbage collector's target unless GOGC is set. cpcancel's live heap is

@@ -29,6 +29,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 	"github.com/cpcancel/cpcancel/internal/worker"
 )
 
@@ -51,6 +52,7 @@ type Service struct {
 	build    metrics.Build
 	log      *slog.Logger
 	registry *prometheus.Registry
+	tracing  *tracing.Provider // nil: off
 
 	ready   chan struct{}
 	natsURL string // set before ready is closed
@@ -60,6 +62,17 @@ type Service struct {
 // New returns a Service for a validated configuration.
 func New(cfg config.Config, build metrics.Build, log *slog.Logger) *Service {
 	return &Service{cfg: cfg, build: build, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
+}
+
+// WithTracing has the service trace requests with p and shut p down, exporting the spans it
+// still holds, as the last step of its shutdown; log lines of a traced request then carry its
+// trace_id and span_id. Call it before Run; a Provider with tracing off changes nothing.
+func (s *Service) WithTracing(p *tracing.Provider) *Service {
+	s.tracing = p
+	if p.Tracer() != nil {
+		s.log = slog.New(tracing.LogHandler(s.log.Handler()))
+	}
+	return s
 }
 
 // Ready is closed once the service is consuming requests.
@@ -98,6 +111,7 @@ type running struct {
 	nc       *nats.Conn
 	pools    []*pool
 	srv      *http.Server
+	tracing  *tracing.Provider
 
 	stopPools context.CancelFunc // set by run
 	poolErrs  chan error         // one per pool, when it stopped
@@ -107,7 +121,7 @@ type running struct {
 // server, the connection, the streams and consumers, the API client and the worker pools.
 func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 	cfg := s.cfg
-	r := &running{log: s.log}
+	r := &running{log: s.log, tracing: s.tracing}
 	defer func() {
 		if err != nil {
 			r.abandon()
@@ -177,7 +191,9 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 		return nil, err
 	}
 	s.log.Info("Cloud Partner API credentials", "source", tokenDesc)
+	tracer := s.tracing.Tracer() // nil: off
 	api, err := cloudpartner.New(cloudpartner.Config{
+		Tracer:  tracer,
 		BaseURL: cfg.CloudPartner.BaseURL, APIVersion: cfg.CloudPartner.APIVersion, Tokens: tokens,
 		Timeout: cfg.CloudPartner.HTTPTimeout, Observer: m, MaxIdleConns: cfg.Processing.Concurrency,
 		Limits: cloudpartner.Limits{Rate: cfg.CloudPartner.APIRateLimit, Burst: 1, Concurrency: cfg.CloudPartner.APIConcurrency},
@@ -187,18 +203,18 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 	}
 	store := state.New(js, bound.Bucket, config.PublishTimeout)
 	out := results.New(results.Config{SubjectPrefix: cfg.Streams.ResultSubjectPrefix, DeadLetterSubject: cfg.Streams.DeadLetterSubject,
-		Mode: mode, Timeout: config.PublishTimeout, Logger: s.log}, js, m)
+		Mode: mode, Timeout: config.PublishTimeout, Logger: s.log, Tracer: tracer}, js, m)
 	hcfg := handler.Config{
 		Source: cfg.Processing.Source, MaxAttempts: cfg.Processing.MaxAttempts, MaxRequestBytes: cfg.Processing.MaxRequestBytes,
 		Holder: holderName(), Lease: cfg.Lease(), CallBudget: cfg.CloudPartner.HTTPTimeout + config.PublishTimeout + skewMargin,
 		Renew:           cfg.Lease() / 3,
-		FollowFirstPoll: cfg.Follow.FirstPoll, FollowTimeout: cfg.Follow.Timeout, Logger: s.log,
+		FollowFirstPoll: cfg.Follow.FirstPoll, FollowTimeout: cfg.Follow.Timeout, Logger: s.log, Tracer: tracer,
 	}
 	pools := []*pool{{name: "requests", consumer: bound.Requests, concurrency: cfg.Processing.Concurrency}}
 	if cfg.Follow.Enabled {
 		follower := follow.New(follow.Config{
 			Subject: cfg.Follow.Subject, Source: cfg.Processing.Source, Interval: cfg.Follow.Interval, Timeout: cfg.Follow.Timeout,
-			PublishTimeout: config.PublishTimeout, Logger: s.log,
+			PublishTimeout: config.PublishTimeout, Logger: s.log, Tracer: tracer,
 		}, api, store, js, out)
 		hcfg.Follow = follower
 		pools = append(pools, &pool{name: "follow", consumer: bound.Follow, concurrency: followConcurrency, decide: follower.Decide})
@@ -260,6 +276,7 @@ func (r *running) run(ctx context.Context) {
 const (
 	drainTimeout        = 10 * time.Second
 	httpShutdownTimeout = 5 * time.Second
+	traceFlushTimeout   = 5 * time.Second
 )
 
 // shutdown stops the service in this order, each step once the one before has ended:
@@ -270,7 +287,8 @@ const (
 //     writes and its result, and confirmed its Ack;
 //  4. drain the NATS connection, which flushes what it still has to send, and close it;
 //  5. stop the HTTP server (/readyz answers 503 from step 1 on);
-//  6. stop the embedded NATS server, when there is one.
+//  6. stop the embedded NATS server, when there is one;
+//  7. export the spans still held, when tracing.
 //
 // It returns the errors of the pools and of the steps.
 func (r *running) shutdown(ctx context.Context) error {
@@ -289,7 +307,9 @@ func (r *running) shutdown(ctx context.Context) error {
 		r.embedded.Shutdown()
 		r.embedded.WaitForShutdown()
 	}
-	return err
+	traceCtx, cancelTrace := context.WithTimeout(context.WithoutCancel(ctx), traceFlushTimeout)
+	defer cancelTrace()
+	return errors.Join(err, r.tracing.Shutdown(traceCtx)) // 7
 }
 
 // startWait is how long a starting instance keeps trying a NATS server that is not there: long
