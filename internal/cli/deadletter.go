@@ -53,7 +53,7 @@ func deadLetterFlags(name string, stderr io.Writer) (*flag.FlagSet, *operatorFla
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("deadletter %s: %w", name, err)
 	}
-	stream := fs.String("stream", op.cfg.Streams.DeadLetterStream, "dead-letter stream (default $CPCANCEL_DEADLETTER_STREAM or its default)")
+	stream := fs.String("stream", op.cfg.Streams.DeadLetterStream, "dead-letter stream (its default from CPCANCEL_DEADLETTER_STREAM)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), deadLetterUsage+"\nFlags of "+name+":\n")
 		fs.PrintDefaults()
@@ -195,8 +195,8 @@ func runDeadLetterReplay(ctx context.Context, args []string, stdout, stderr io.W
 	all := fs.Bool("all", false, "replay every dead letter stored when the replay starts")
 	dryRun := fs.Bool("dry-run", false, "print what would be replayed, and change nothing")
 	rateFlag := fs.String("rate", "10/s", "replay at most this many dead letters per second (0: no limit)")
-	subject := fs.String("subject", op.cfg.Streams.RequestSubject, "subject to publish replays on (default $CPCANCEL_REQUEST_SUBJECT or its default)")
-	requestStream := fs.String("request-stream", op.cfg.Streams.RequestStream, "replay only dead letters that came from this stream (default $CPCANCEL_REQUEST_STREAM or its default)")
+	subject := fs.String("subject", op.cfg.Streams.RequestSubject, "subject to publish replays on (its default from CPCANCEL_REQUEST_SUBJECT)")
+	requestStream := fs.String("request-stream", op.cfg.Streams.RequestStream, "replay only dead letters that came from this stream (its default from CPCANCEL_REQUEST_STREAM)")
 	if ok, err := parseFlags(fs, args); !ok {
 		return err
 	}

@@ -526,6 +526,9 @@ func TestOperatorCommandUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, %v", args, status, err)
 		}
 	}
+	if out, _, _ := runCmd(t, t.Context(), "-h"); !strings.Contains(out, "consumer status -h") || !strings.Contains(out, "consumer deadletter -h") {
+		t.Errorf("consumer -h does not name status and deadletter:\n%s", out)
+	}
 	// Flags are fine, NATS is not there: not a usage error.
 	if _, status, err := runCmd(t, t.Context(), "status", "-source", "/s", "-id", "i"); status != exitUnknown || err == nil {
 		t.Errorf("status without NATS: exit %d, %v; want exit 1", status, err)
