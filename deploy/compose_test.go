@@ -139,12 +139,16 @@ func listens(t *testing.T, c compose) map[string]bool {
 	}
 	add("prometheus", "9090")
 	add("grafana", "3000")
+	// Jaeger all-in-one: OTLP over gRPC and HTTP, the UI and query API.
+	for _, p := range []string{"4317", "4318", "16686"} {
+		add("jaeger", p)
+	}
 	return at
 }
 
 func TestCompose(t *testing.T) {
 	c := readCompose(t)
-	for _, name := range []string{"nats", "nats-exporter", "emulator", "cpcancel", "prometheus", "grafana"} {
+	for _, name := range []string{"nats", "nats-exporter", "emulator", "cpcancel", "jaeger", "prometheus", "grafana"} {
 		if _, ok := c.Services[name]; !ok {
 			t.Errorf("no service %s", name)
 		}
@@ -182,7 +186,7 @@ func TestCompose(t *testing.T) {
 		}
 		for _, want := range []struct{ service, port string }{
 			{"nats", "4222"}, {"nats", "8222"}, {"emulator", "8080"}, {"emulator", "8081"},
-			{"prometheus", "9090"}, {"grafana", "3000"},
+			{"prometheus", "9090"}, {"grafana", "3000"}, {"jaeger", "16686"},
 		} {
 			if !slices.Contains(c.Services[want.service].Ports, "127.0.0.1:"+want.port+":"+want.port) {
 				t.Errorf("%s does not publish %s", want.service, want.port)
@@ -216,9 +220,17 @@ func TestCompose(t *testing.T) {
 		validate(t, cfg)
 		known := configVariables(t)
 		for name := range cp.Environment {
-			if !known[name] {
+			if !known[name] && !otelVariables[name] {
 				t.Errorf("environment %s: the service reads no such variable", name)
 			}
+		}
+		// Traces go to the compose stack's trace backend, over OTLP/HTTP (the only protocol
+		// cpcancel exports), with a service name to find them by.
+		if u, err := url.Parse(cp.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]); err != nil || u.Scheme != "http" || !listens(t, c)[u.Host] || !strings.HasPrefix(u.Host, "jaeger:") || u.Port() != "4318" {
+			t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT %q is not jaeger's OTLP/HTTP port", cp.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"])
+		}
+		if cp.Environment["OTEL_SERVICE_NAME"] == "" {
+			t.Error("no OTEL_SERVICE_NAME: traces would be filed under unknown_service")
 		}
 		if u, err := url.Parse(cfg.NATS.URL); err != nil || u.Hostname() != "nats" {
 			t.Errorf("NATS_URL %q does not name the nats service", cfg.NATS.URL)
@@ -247,6 +259,17 @@ func TestCompose(t *testing.T) {
 	})
 
 	t.Run("prometheus", func(t *testing.T) {
+		// The image's own flags are replaced by command: it must name them again.
+		cmd := c.Services["prometheus"].Command
+		if f, _ := flag(cmd, "--config.file"); f != "/etc/prometheus/prometheus.yml" {
+			t.Errorf("prometheus %v: --config.file %q, want the mounted /etc/prometheus/prometheus.yml", cmd, f)
+		}
+		if f, _ := flag(cmd, "--storage.tsdb.path"); f != "/prometheus" {
+			t.Errorf("prometheus %v: --storage.tsdb.path %q, want /prometheus (its volume)", cmd, f)
+		}
+		if f, _ := flag(cmd, "--enable-feature"); !slices.Contains(strings.Split(f, ","), "exemplar-storage") {
+			t.Errorf("prometheus %v: exemplar storage off (--enable-feature=exemplar-storage): no trace links on the latency panels", cmd)
+		}
 		root := layout(t, c, "prometheus")
 		config := filepath.Join(root, "/etc/prometheus/prometheus.yml")
 		runPromtool(t, "check", "config", "--lint=all", "--lint-fatal", config)
@@ -302,6 +325,12 @@ func TestCompose(t *testing.T) {
 			Datasources []struct {
 				Type, URL string
 				UID       string `yaml:"uid"`
+				JSONData  struct {
+					ExemplarTraceIDDestinations []struct {
+						Name          string `yaml:"name"`
+						DatasourceUID string `yaml:"datasourceUid"`
+					} `yaml:"exemplarTraceIdDestinations"`
+				} `yaml:"jsonData"`
 			} `yaml:"datasources"`
 		}
 		dsFiles, _ := filepath.Glob(filepath.Join(root, "etc/grafana/provisioning/datasources/*.yaml"))
@@ -309,11 +338,31 @@ func TestCompose(t *testing.T) {
 			t.Fatalf("want one datasource file mounted, got %v", dsFiles)
 		}
 		decodeInto(t, "datasources", readYAML(t, dsFiles[0])[0], &ds)
-		if len(ds.Datasources) != 1 || ds.Datasources[0].Type != "prometheus" {
-			t.Fatalf("datasources %+v, want one prometheus", ds.Datasources)
+		byType := map[string]int{}
+		for i, d := range ds.Datasources {
+			if _, dup := byType[d.Type]; dup {
+				t.Errorf("two datasources of type %s", d.Type)
+			}
+			byType[d.Type] = i
 		}
-		if u, err := url.Parse(ds.Datasources[0].URL); err != nil || !listens(t, c)[u.Host] || !strings.HasPrefix(u.Host, "prometheus:") {
-			t.Errorf("datasource URL %q is not the prometheus service", ds.Datasources[0].URL)
+		pi, okP := byType["prometheus"]
+		ji, okJ := byType["jaeger"]
+		if len(ds.Datasources) != 2 || !okP || !okJ {
+			t.Fatalf("datasources %+v, want one prometheus and one jaeger", ds.Datasources)
+		}
+		prom, jaeger := ds.Datasources[pi], ds.Datasources[ji]
+		for _, d := range []struct{ url, service string }{{prom.URL, "prometheus"}, {jaeger.URL, "jaeger"}} {
+			if u, err := url.Parse(d.url); err != nil || !listens(t, c)[u.Host] || !strings.HasPrefix(u.Host, d.service+":") {
+				t.Errorf("datasource URL %q is not the %s service", d.url, d.service)
+			}
+		}
+		if u, _ := url.Parse(jaeger.URL); u != nil && u.Port() != "16686" {
+			t.Errorf("jaeger datasource URL %q: want the query port 16686", jaeger.URL)
+		}
+		// Exemplars link to their trace by the label cpcancel puts its trace id in.
+		dest := prom.JSONData.ExemplarTraceIDDestinations
+		if len(dest) != 1 || dest[0].Name != exemplarTraceLabel || dest[0].DatasourceUID == "" || dest[0].DatasourceUID != jaeger.UID {
+			t.Errorf("prometheus exemplarTraceIdDestinations %+v, want one: %s to the jaeger datasource (uid %q)", dest, exemplarTraceLabel, jaeger.UID)
 		}
 
 		var dp struct {
@@ -357,6 +406,10 @@ func TestCompose(t *testing.T) {
 		}
 	})
 }
+
+// otelVariables are the OpenTelemetry SDK's standard variables that the compose stack sets on
+// cpcancel (internal/tracing reads them).
+var otelVariables = map[string]bool{"OTEL_EXPORTER_OTLP_ENDPOINT": true, "OTEL_SERVICE_NAME": true}
 
 func mustAbs(t *testing.T, path string) string {
 	t.Helper()

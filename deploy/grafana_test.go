@@ -45,6 +45,7 @@ type panel struct {
 	Targets []struct {
 		RefID      string      `json:"refId"`
 		Expr       string      `json:"expr"`
+		Exemplar   bool        `json:"exemplar"`
 		Datasource *datasource `json:"datasource"`
 	} `json:"targets"`
 	Panels []panel `json:"panels"` // of a collapsed row
@@ -221,6 +222,28 @@ func TestDashboardConsumerVariables(t *testing.T) {
 	}
 	for name := range want {
 		t.Errorf("no variable %s", name)
+	}
+}
+
+// exemplarSeriesRE matches the histograms that carry a trace id as exemplar (label trace_id).
+var exemplarSeriesRE = regexp.MustCompile(`\b(?:cpcancel_api_request_duration_seconds|cpcancel_processing_duration_seconds)_bucket\b`)
+
+// TestDashboardExemplars checks every query of the traced histograms shows their exemplars, which
+// Grafana links to the trace (the compose stack's Prometheus datasource, TestCompose/grafana).
+func TestDashboardExemplars(t *testing.T) {
+	n := 0
+	for _, p := range allPanels(readDashboard(t).Panels) {
+		for _, tg := range p.Targets {
+			if exemplarSeriesRE.MatchString(tg.Expr) {
+				n++
+				if !tg.Exemplar {
+					t.Errorf("panel %q, query %s: exemplar is off for %s", p.Title, tg.RefID, tg.Expr)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no query of the API or processing latency histograms")
 	}
 }
 
