@@ -1,11 +1,14 @@
 package service_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,7 +18,8 @@ import (
 
 // TestTokenNeverLeaks runs cpcancel (a real process, debug logging) against an API that echoes the
 // bearer token back in error codes, messages and bodies, and checks that the token appears in no
-// log line and no stored result, and was sent to the configured host only.
+// log line, no stored result and no span exported over OTLP, and was sent to the configured host
+// only.
 func TestTokenNeverLeaks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a process")
@@ -47,11 +51,22 @@ func TestTokenNeverLeaks(t *testing.T) {
 	}))
 	t.Cleanup(api.Close)
 
+	// An OTLP/HTTP receiver that keeps every export as it arrived.
+	var exports [][]byte
+	otlp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		exports = append(exports, body)
+		mu.Unlock()
+	}))
+	t.Cleanup(otlp.Close)
+
 	ns := natstest.Start(t)
 	_, js := ns.Connect(t)
 	st := &stack{nats: ns, js: js, emuURL: api.URL}
 	env := st.env(map[string]string{
 		"CPCANCEL_CLOUDPARTNER_TOKEN": canary, "CPCANCEL_LOG_LEVEL": "debug", "CPCANCEL_MAX_ATTEMPTS": "2",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.URL, "OTEL_EXPORTER_OTLP_COMPRESSION": "none",
 	})
 	child := startChild(t, env)
 	offers := []string{"ok-1", "bad-1", "unauth-1", "down-1"}
@@ -66,11 +81,28 @@ func TestTokenNeverLeaks(t *testing.T) {
 			t.Errorf("result on %s holds the token: %v %s", r.subject, r.header, r.body)
 		}
 	}
+	// A stop exports the spans still held.
+	if err := child.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := child.cmd.Wait(); err != nil {
+		t.Errorf("cpcancel exited with %v", err)
+	}
 	if out := child.out.String(); strings.Contains(out, canary) {
 		t.Errorf("logs hold the token:\n%s", out)
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	spans := 0
+	for _, body := range exports {
+		if bytes.Contains(body, []byte(canary)) {
+			t.Errorf("an OTLP export holds the token")
+		}
+		spans += bytes.Count(body, []byte("process cloudpartner.cancel.requests"))
+	}
+	if spans < 2*len(offers) {
+		t.Errorf("OTLP exports hold %d process spans, want at least %d", spans, 2*len(offers))
+	}
 	host := strings.TrimPrefix(api.URL, "http://")
 	for _, a := range auth {
 		if a != host+" Bearer "+canary {
