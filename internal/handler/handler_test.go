@@ -113,7 +113,8 @@ func newEnv(t testing.TB) *env {
 }
 
 func (e *env) handler(api handler.Canceller) *handler.Handler {
-	out := results.New(results.Config{SubjectPrefix: "res", DeadLetterSubject: "dl", Mode: natsce.Binary, Timeout: 5 * time.Second}, e.js, e.rec)
+	out := results.New(results.Config{SubjectPrefix: "res", DeadLetterSubject: "dl", Mode: natsce.Binary, Timeout: 5 * time.Second,
+		Tracer: e.cfg.Tracer}, e.js, e.rec)
 	return handler.New(e.cfg, api, e.store, out, e.rec)
 }
 
