@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,6 +36,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/service"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 )
 
 // What each dashboard panel must show once the live load has run, by title. A panel missing here
@@ -120,7 +122,7 @@ func TestLiveDashboard(t *testing.T) {
 	}
 	began := time.Now()
 
-	svc, js := startLiveService(t)
+	svc, js, spans := startLiveService(t)
 	target := strings.TrimPrefix(svc.HTTPURL(), "http://")
 	ruleFiles := liveRuleFiles(t)
 	prom := startPrometheus(t, bin, target, ruleFiles)
@@ -140,17 +142,18 @@ func TestLiveDashboard(t *testing.T) {
 	start := began.Add(-liveScrape)
 
 	vars := prom.dashboardVariables(t, readDashboard(t), end.Sub(start))
-	t.Run("panels", func(t *testing.T) { checkLivePanels(t, prom, vars, start, end) })
+	t.Run("panels", func(t *testing.T) { checkLivePanels(t, prom, vars, spans, start, end) })
 	t.Run("rules", func(t *testing.T) { checkLiveRules(t, prom, ruleFiles, end) })
 	t.Logf("live test took %s", time.Since(began).Round(100*time.Millisecond))
 }
 
 // startLiveService runs cpcancel in this process with following on, against an embedded
-// nats-server and the emulator, both on loopback.
-func startLiveService(t *testing.T) (*service.Service, jetstream.JetStream) {
+// nats-server and the emulator, both on loopback. It traces every request; spans holds a line per
+// ended span, with its trace id.
+func startLiveService(t *testing.T) (svc *service.Service, js jetstream.JetStream, spans *syncBuffer) {
 	t.Helper()
 	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
+	_, js = ns.Connect(t)
 	emu := httptest.NewServer(emulator.New(emulator.Options{Token: liveToken, OperationDuration: 2 * time.Second}))
 	t.Cleanup(emu.Close)
 	env := map[string]string{
@@ -171,7 +174,12 @@ func startLiveService(t *testing.T) (*service.Service, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := service.New(cfg, metrics.Build{Version: "live-test", Revision: "live"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	spans = &syncBuffer{}
+	tp, err := tracing.New(context.Background(), func(string) (string, bool) { return "", false }, tracing.Options{Print: spans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc = service.New(cfg, metrics.Build{Version: "live-test", Revision: "live"}, slog.New(slog.NewTextHandler(io.Discard, nil))).WithTracing(tp)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -193,7 +201,7 @@ func startLiveService(t *testing.T) (*service.Service, jetstream.JetStream) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("cpcancel not ready after 15s")
 	}
-	return svc, js
+	return svc, js, spans
 }
 
 // liveCounts is what a load must make cpcancel count.
@@ -620,7 +628,7 @@ func dashboardTargets(t *testing.T) map[string][]liveTarget {
 
 // checkLivePanels runs every query the way Grafana runs it (a range query over the load, or an
 // instant query at its end) and checks what it shows against livePanels.
-func checkLivePanels(t *testing.T, p *livePrometheus, vars map[string]string, start, end time.Time) {
+func checkLivePanels(t *testing.T, p *livePrometheus, vars map[string]string, spans *syncBuffer, start, end time.Time) {
 	targets := dashboardTargets(t)
 	for title := range livePanels {
 		if _, ok := targets[title]; !ok {
@@ -659,7 +667,7 @@ func checkLivePanels(t *testing.T, p *livePrometheus, vars map[string]string, st
 				t.Errorf("panel %q, query %s: %s under load, want it to show %s\n%s", title, tg.RefID, msg, want, expr)
 			}
 			if tg.Exemplar {
-				checkExemplars(t, p, title, tg.RefID, expr, start, end)
+				checkExemplars(t, p, title, tg.RefID, expr, spans.String(), start, end)
 			}
 		}
 	}
@@ -689,10 +697,10 @@ func shows(got []series, want string) string {
 	return ""
 }
 
-// checkExemplars asks for the exemplars of a query that shows them: the call must succeed (with
-// exemplar storage on), and every exemplar must carry the trace_id label that the Grafana
-// datasource links to a trace by.
-func checkExemplars(t *testing.T, p *livePrometheus, title, ref, expr string, start, end time.Time) {
+// checkExemplars asks for the exemplars of a query that shows them: there must be some, since
+// every request is traced, and each must carry, in the label that the Grafana datasource links
+// to a trace by, the id of a trace that cpcancel recorded (spans).
+func checkExemplars(t *testing.T, p *livePrometheus, title, ref, expr, spans string, start, end time.Time) {
 	t.Helper()
 	var r []struct {
 		Exemplars []struct {
@@ -703,12 +711,23 @@ func checkExemplars(t *testing.T, p *livePrometheus, title, ref, expr string, st
 		t.Errorf("panel %q, query %s: exemplars: %v", title, ref, err)
 		return
 	}
+	n, bad, first := 0, 0, ""
 	for _, s := range r {
 		for _, e := range s.Exemplars {
-			if e.Labels[exemplarTraceLabel] == "" {
-				t.Errorf("panel %q, query %s: exemplar %v has no %s label", title, ref, e.Labels, exemplarTraceLabel)
+			n++
+			id := e.Labels[exemplarTraceLabel]
+			if id == "" || !strings.Contains(spans, "trace="+id+" ") {
+				bad++
+				first = cmp.Or(first, fmt.Sprint(e.Labels))
 			}
 		}
+	}
+	if bad > 0 {
+		t.Errorf("panel %q, query %s: %d of %d exemplars lack a %s label naming a trace cpcancel recorded; the first: %s",
+			title, ref, bad, n, exemplarTraceLabel, first)
+	}
+	if n == 0 {
+		t.Errorf("panel %q, query %s: no exemplar under load, though every request is traced", title, ref)
 	}
 }
 
