@@ -68,10 +68,13 @@ func New(ctx context.Context, lookup func(string) (string, bool), opts Options) 
 	default:
 		return &Provider{}, nil
 	}
-	res, err := resource.Merge(
-		resource.NewSchemaless(attribute.String("service.name", "cpcancel"), attribute.String("service.version", opts.Version)),
-		resource.Environment(), // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over the defaults
-	)
+	// The SDK's own attributes, then cpcancel's defaults, then OTEL_RESOURCE_ATTRIBUTES and
+	// OTEL_SERVICE_NAME, each winning over the ones before.
+	res, err := resource.Merge(resource.Default(),
+		resource.NewSchemaless(attribute.String("service.name", "cpcancel"), attribute.String("service.version", opts.Version)))
+	if err == nil {
+		res, err = resource.Merge(res, resource.Environment())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)
 	}

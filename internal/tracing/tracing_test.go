@@ -110,7 +110,8 @@ func TestOTLPExport(t *testing.T) {
 	for _, kv := range rs[0].GetResource().GetAttributes() {
 		res[kv.GetKey()] = kv.GetValue().GetStringValue()
 	}
-	if res["service.name"] != "cpcancel-test" || res["service.version"] != "v9" || res["deployment.environment.name"] != "test" {
+	if res["service.name"] != "cpcancel-test" || res["service.version"] != "v9" || res["deployment.environment.name"] != "test" ||
+		res["telemetry.sdk.language"] != "go" {
 		t.Errorf("resource %v", res)
 	}
 	if s := rs[0].GetScopeSpans()[0].GetScope().GetName(); s != tracing.InstrumentationName {
