@@ -50,6 +50,7 @@ func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dev := fs.Bool("dev", false, "run on an embedded JetStream server and the built-in API emulator, publish one sample request per outcome and print the results")
+	trace := fs.Bool("trace", false, "with -dev: print each span as it ends (exported to OTEL_EXPORTER_OTLP_ENDPOINT instead when that is set)")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() { usage(fs, stdout) }
 	if err := fs.Parse(args); err != nil {
@@ -65,8 +66,11 @@ func Run(ctx context.Context, args []string, build metrics.Build, stdout, stderr
 		fmt.Fprintf(stdout, "cpcancel %s (revision %s)\n", build.Version, build.Revision)
 		return nil
 	}
+	if *trace && !*dev {
+		return errors.New("-trace is for -dev; the service traces when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/tracing.md)")
+	}
 	if *dev {
-		return runDev(ctx, build, stdout, stderr)
+		return runDev(ctx, build, *trace, stdout, stderr)
 	}
 	cfg, err := config.Load(os.LookupEnv)
 	if err != nil {
@@ -103,7 +107,8 @@ func usage(fs *flag.FlagSet, w io.Writer) {
 Portal Cancel operation API and publishes one result event per request.
 
 Usage:
-  consumer [-dev] [-version]      run the service, configured by the environment below
+  consumer [-dev [-trace]] [-version]
+                                  run the service, configured by the environment below
   consumer publish -h             publish a cancel request
   consumer emulator -h            run the Cloud Partner API emulator on its own
   consumer status -h              print a request's state, results, following and dead letters

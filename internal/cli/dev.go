@@ -19,6 +19,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/metrics"
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/service"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 )
 
 const devToken = "dev-token"
@@ -40,8 +41,9 @@ var samples = []sample{
 }
 
 // runDev runs the service on an embedded JetStream server (fresh store) and the emulator,
-// publishes the samples and prints every result until ctx is done.
-func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) error {
+// publishes the samples and prints every result until ctx is done. With trace, and no
+// OTEL_EXPORTER_OTLP_ENDPOINT, it prints every span as it ends too.
+func runDev(ctx context.Context, build metrics.Build, trace bool, stdout, stderr io.Writer) error {
 	cfg, err := config.Read(os.LookupEnv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -73,7 +75,15 @@ func runDev(ctx context.Context, build metrics.Build, stdout, stderr io.Writer) 
 	log := cfg.Log.Logger(stderr)
 	log.Info("dev mode: Cloud Partner API emulator", "url", cfg.CloudPartner.BaseURL, "store", dir)
 
-	svc := service.New(cfg, build, log)
+	topts := tracing.Options{Version: build.Version}
+	if trace {
+		topts.Print = stdout
+	}
+	tp, err := tracing.New(ctx, os.LookupEnv, topts)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	svc := service.New(cfg, build, log).WithTracing(tp)
 	svcDone := make(chan error, 1)
 	go func() { svcDone <- svc.Run(ctx) }()
 	select {
