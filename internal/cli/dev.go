@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -44,6 +45,8 @@ var samples = []sample{
 // publishes the samples and prints every result until ctx is done. With trace, and no
 // OTEL_EXPORTER_OTLP_ENDPOINT, it prints every span as it ends too.
 func runDev(ctx context.Context, build metrics.Build, trace bool, stdout, stderr io.Writer) error {
+	// The samples, their results and the spans are printed from several goroutines.
+	stdout = &syncWriter{w: stdout}
 	cfg, err := config.Read(os.LookupEnv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -99,6 +102,18 @@ func runDev(ctx context.Context, build metrics.Build, trace bool, stdout, stderr
 		"  go run ./cmd/consumer publish -nats %s -publisher contoso -offer my-offer -wait 10s\n"+
 		"Ctrl-C stops.\n\n", svc.HTTPURL(), svc.NATSURL())
 	return <-svcDone
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // publishSamples publishes one request per outcome and prints every result as it is stored.
