@@ -164,7 +164,13 @@ func TestTraceSpans(t *testing.T) {
 				if (process.Status.Code == codes.Error) != tc.err {
 					t.Errorf("status %v, want error %v", process.Status, tc.err)
 				}
-				if tc.outcome == "" {
+				switch {
+				case tc.raw:
+					if publish == nil || publish.Name != "publish dl" || publish.Parent.SpanID() != process.SpanContext.SpanID() {
+						t.Errorf("publish span %+v, want the dead letter's, a child of the process span", publish)
+					}
+					return
+				case tc.outcome == "":
 					if publish != nil {
 						t.Errorf("publish span %q without a result", publish.Name)
 					}

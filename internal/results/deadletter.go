@@ -19,7 +19,7 @@ const maxReason = 256
 // line) and where it came from, stream and sequence, in the headers cancelevent names. Nats-*
 // headers of the original are kept renamed. Its id is derived from stream and sequence, so storing
 // it again inside the dead-letter stream's duplicate window keeps one copy.
-func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error {
+func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) (err error) {
 	if from := header.Get(cancelevent.HeaderReplayedFrom); from != "" {
 		reason = "replay of dead letter " + from + " dead-lettered again: " + reason
 	}
@@ -38,11 +38,15 @@ func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []b
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	id := fmt.Sprintf("deadletter:%s:%d", stream, seq)
+	if p.cfg.Tracer != nil {
+		_, span := p.startPublish(ctx, out.Subject, id, "")
+		defer func() { endPublish(span, 0, err) }()
+	}
 	if _, err := p.js.PublishMsg(pctx, out, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("store dead letter: %w", err)
 	}
 	p.rec.DeadLettered()
-	p.log.Warn("dead-lettered message", "stream", stream, "stream_seq", seq, "reason", reason)
+	p.log.WarnContext(ctx, "dead-lettered message", "stream", stream, "stream_seq", seq, "reason", reason)
 	return nil
 }
 
