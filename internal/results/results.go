@@ -110,13 +110,14 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, e
 // startPublish starts the PRODUCER span of storing the message id on subject; eventType is the
 // CloudEvent's type, "" for a dead letter.
 func (p *Publisher) startPublish(ctx context.Context, subject, id, eventType string) (context.Context, trace.Span) {
-	attrs := []attribute.KeyValue{
+	attrs := make([]attribute.KeyValue, 0, 7)
+	attrs = append(attrs,
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.operation.type", "send"),
 		attribute.String("messaging.operation.name", "publish"),
 		attribute.String("messaging.destination.name", subject),
 		attribute.String("messaging.message.id", id),
-	}
+	)
 	if eventType != "" {
 		attrs = append(attrs, attribute.String("cloudevents.event_id", id), attribute.String("cloudevents.event_type", eventType))
 	}
