@@ -163,6 +163,9 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 	endpoint := c.base + "/api/publishers/" + url.PathEscape(req.PublisherID) +
 		"/offers/" + url.PathEscape(req.OfferID) + "/cancel?api-version=" + url.QueryEscape(c.apiVersion)
 
+	if c.tracer != nil && req.Attempt > 0 {
+		ctx = context.WithValue(ctx, attemptKey{}, req.Attempt)
+	}
 	return withToken(ctx, c, func(token string, secrets []string) (Accepted, error) {
 		return c.post(ctx, endpoint, body, token, secrets, req.Fence)
 	})

@@ -21,20 +21,27 @@ func startClientSpan(ctx context.Context, t trace.Tracer, req *http.Request, ope
 	if port == "" {
 		port = effectivePort(&u)
 	}
-	attrs := []attribute.KeyValue{
+	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs = append(attrs,
 		attribute.String("http.request.method", req.Method),
 		attribute.String("url.full", u.String()),
 		attribute.String("server.address", u.Hostname()),
 		attribute.String("cpcancel.api.operation", operation),
-	}
+	)
 	if p, err := strconv.Atoi(port); err == nil {
 		attrs = append(attrs, attribute.Int("server.port", p))
+	}
+	if n, ok := ctx.Value(attemptKey{}).(int); ok {
+		attrs = append(attrs, attribute.Int("cpcancel.attempt", n))
 	}
 	if resends > 0 {
 		attrs = append(attrs, attribute.Int("http.request.resend_count", resends))
 	}
 	return t.Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 }
+
+// attemptKey carries CancelRequest.Attempt to the span of each exchange.
+type attemptKey struct{}
 
 // endClientSpan records the response's status, or the error code when none came, and ends span.
 func endClientSpan(span trace.Span, status int, errCode string) {

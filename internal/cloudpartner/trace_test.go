@@ -49,7 +49,7 @@ func TestClientSpans(t *testing.T) {
 			}
 			ctx, parent := tp.Tracer("test").Start(context.Background(), "process")
 			if tc.call == "cancel" {
-				c.Cancel(ctx, CancelRequest{PublisherID: "contoso", OfferID: "offer"})
+				c.Cancel(ctx, CancelRequest{PublisherID: "contoso", OfferID: "offer", Attempt: 2})
 			} else {
 				c.Operation(ctx, srv.URL+"/api/operations/op-1?api-version=2017-10-31&sig=secret")
 			}
@@ -71,6 +71,9 @@ func TestClientSpans(t *testing.T) {
 				}
 				if !strings.HasPrefix(a["url.full"], srv.URL+"/api/") || a["server.address"] != "127.0.0.1" || a["server.port"] == "" {
 					t.Errorf("url.full %q server %q:%q", a["url.full"], a["server.address"], a["server.port"])
+				}
+				if tc.call == "cancel" && a["cpcancel.attempt"] != "2" {
+					t.Errorf("cpcancel.attempt %q, want the request's 2", a["cpcancel.attempt"])
 				}
 				resend := a["http.request.resend_count"]
 				if resend == "" {

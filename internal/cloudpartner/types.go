@@ -18,6 +18,9 @@ type CancelRequest struct {
 	// returned as it is, unwrapped, and the request is not sent. The caller uses it to check that
 	// it still holds the right to call the API (a lease) with time left for the whole call.
 	Fence func(ctx context.Context) error
+	// Attempt, when positive, is which API attempt for the request this call is (1 = first),
+	// recorded on the call's span.
+	Attempt int
 }
 
 // Accepted is the API's answer when it took the cancellation: 200 (cancelled synchronously) or

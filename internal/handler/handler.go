@@ -212,7 +212,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	sent := false
 	stopRenewing := h.keepLease(ctx, lease)
 	accepted, err := h.api.Cancel(ctx, cloudpartner.CancelRequest{
-		PublisherID: req.PublisherID, OfferID: req.OfferID, NotificationEmails: req.Emails,
+		PublisherID: req.PublisherID, OfferID: req.OfferID, NotificationEmails: req.Emails, Attempt: attempts + 1,
 		Fence: func(ctx context.Context) error {
 			if err := lease.Ensure(ctx, h.cfg.CallBudget); err != nil {
 				return err
