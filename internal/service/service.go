@@ -159,7 +159,12 @@ func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 	}
 	s.natsURL = r.nc.ConnectedUrlRedacted()
 
-	js, err := jetstream.New(r.nc)
+	js, err := jetstream.New(r.nc,
+		// An ack that never comes (a stream leader change, a bucket that stopped answering) is
+		// given up after the publish timeout, as every waiter does, instead of holding a place in
+		// the window of outstanding publishes for good.
+		jetstream.WithPublishAsyncTimeout(config.PublishTimeout),
+		jetstream.WithPublishAsyncMaxPending(asyncWindow(cfg.Processing.Concurrency)))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -310,6 +315,14 @@ func (r *running) shutdown(ctx context.Context) error {
 	traceCtx, cancelTrace := context.WithTimeout(context.WithoutCancel(ctx), traceFlushTimeout)
 	defer cancelTrace()
 	return errors.Join(err, r.tracing.Shutdown(traceCtx)) // 7
+}
+
+// asyncWindow is how many publishes may wait for their acks at once. Every worker waits on at
+// most two (a state write or a result, and a lease renewal), so a window of twice the workers
+// never stalls one: nats.go's default of 4,000 did at 4,096 requests in flight, and every
+// publish then failed.
+func asyncWindow(concurrency int) int {
+	return 2*(concurrency+followConcurrency) + 64
 }
 
 // startWait is how long a starting instance keeps trying a NATS server that is not there: long
