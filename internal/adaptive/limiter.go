@@ -1,0 +1,123 @@
+// Package adaptive sets how many requests cpcancel works on at once from what the API answers: the
+// limit grows while the API's latency stays near its long-term low and shrinks when the latency
+// rises (calls queue somewhere) or when the API pushes back (429, 503, a timeout or no answer).
+//
+// The algorithm is a windowed cousin of Netflix concurrency-limits' Gradient2. Each window
+// (at least MinWindow and at least the latency low, so that a change has had time to show) is
+// judged once, when its first observation after the window's end comes in:
+//
+//   - any pushback: the limit is multiplied by Backoff (once per window however many calls were
+//     pushed back, as their answers all tell of the same overload);
+//   - else the window's mean latency m against the low b: when m <= Tolerance × b the limit grows,
+//     doubling until the first decrease (slow start) and by √limit after it; when m is higher the
+//     limit is multiplied by Tolerance × b / m (at least 0.5);
+//   - the low b is the least window mean seen, drifting up by 1 % of the gap per window so that
+//     an API that has become slower for good is accepted as its new normal.
+package adaptive
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures a Limiter. The zero values of the tuning fields are the defaults.
+type Config struct {
+	Min, Max int // the limit stays in [Min, Max]; it starts at Min
+	// Tolerance is how much the window latency may exceed the low before the limit shrinks; 2.
+	Tolerance float64
+	// Backoff multiplies the limit after a window with pushback; 0.7.
+	Backoff float64
+	// MinWindow is the shortest window; 100ms.
+	MinWindow time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Limiter is an adaptive concurrency limit. Its methods are safe for concurrent use.
+type Limiter struct {
+	cfg   Config
+	limit atomic.Int64
+
+	mu        sync.Mutex
+	estimate  float64       // the limit before rounding
+	low       time.Duration // least window mean latency; 0 until the first window
+	slowStart bool
+	windowEnd time.Time
+	sum       time.Duration // successes' latency in this window
+	count     int
+	pushback  bool
+}
+
+// New returns a Limiter at cfg.Min. Min is at least 1 and Max at least Min.
+func New(cfg Config) *Limiter {
+	cfg.Min = max(cfg.Min, 1)
+	cfg.Max = max(cfg.Max, cfg.Min)
+	if cfg.Tolerance <= 1 {
+		cfg.Tolerance = 2
+	}
+	if cfg.Backoff <= 0 || cfg.Backoff >= 1 {
+		cfg.Backoff = 0.7
+	}
+	if cfg.MinWindow <= 0 {
+		cfg.MinWindow = 100 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	l := &Limiter{cfg: cfg, estimate: float64(cfg.Min), slowStart: true}
+	l.limit.Store(int64(cfg.Min))
+	l.windowEnd = cfg.Now().Add(cfg.MinWindow)
+	return l
+}
+
+// Limit is how many requests may be in flight now, in [Min, Max].
+func (l *Limiter) Limit() int { return int(l.limit.Load()) }
+
+// Observe records one API call's answer: latency of a success, or pushback when the API
+// answered 429 or 503, timed out or did not answer (its latency is then not a sample).
+func (l *Limiter) Observe(latency time.Duration, pushback bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.cfg.Now()
+	if !now.Before(l.windowEnd) {
+		l.judge(now)
+	}
+	if pushback {
+		l.pushback = true
+		return
+	}
+	l.sum += latency
+	l.count++
+}
+
+// judge updates the limit from the window that has ended and starts the next one.
+func (l *Limiter) judge(now time.Time) {
+	switch {
+	case l.pushback:
+		l.estimate *= l.cfg.Backoff
+		l.slowStart = false
+	case l.count > 0:
+		mean := l.sum / time.Duration(l.count)
+		if l.low == 0 || mean < l.low {
+			l.low = mean
+		} else {
+			l.low += (mean - l.low) / 100
+		}
+		if float64(mean) <= l.cfg.Tolerance*float64(l.low) {
+			if l.slowStart {
+				l.estimate *= 2
+			} else {
+				l.estimate += math.Sqrt(l.estimate)
+			}
+		} else {
+			l.estimate *= max(0.5, l.cfg.Tolerance*float64(l.low)/float64(mean))
+			l.slowStart = false
+		}
+	}
+	l.estimate = min(max(l.estimate, float64(l.cfg.Min)), float64(l.cfg.Max))
+	l.limit.Store(int64(math.Round(l.estimate)))
+	l.sum, l.count, l.pushback = 0, 0, false
+	l.windowEnd = now.Add(max(l.cfg.MinWindow, l.low))
+}
