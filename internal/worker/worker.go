@@ -90,6 +90,14 @@ type Config struct {
 	Name        string        // for logs, e.g. "requests" / "follow"
 	// Settled, when set, is called after each settle with the decision (for metrics/logs).
 	Settled func(msg jetstream.Msg, d Decision, err error)
+	// Limit, when set, bounds the messages in flight below Concurrency, which stays the ceiling.
+	Limit Limiter
+}
+
+// Limiter says how many messages may be in flight now. Limit is called by the pulling goroutine
+// only, before each pull; a limit that falls lets the messages already started end.
+type Limiter interface {
+	Limit() int
 }
 
 const (
@@ -110,10 +118,12 @@ const (
 
 // Pool pulls messages for a bounded number of goroutines and settles what they decide.
 type Pool struct {
-	c       jetstream.Consumer
-	cfg     Config
-	log     *slog.Logger
-	pulling atomic.Pointer[context.Context] // Run's pulling context, while Run runs
+	c        jetstream.Consumer
+	cfg      Config
+	log      *slog.Logger
+	pulling  atomic.Pointer[context.Context] // Run's pulling context, while Run runs
+	inFlight atomic.Int64                    // messages started and not yet settled
+	ended    chan struct{}                   // a message ended (buffered 1), for a pull waiting on the limit
 }
 
 // New returns a pool over c; it pulls nothing until Run. A Concurrency below 1 counts as 1.
@@ -123,7 +133,7 @@ func New(c jetstream.Consumer, cfg Config) *Pool {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pool{c: c, cfg: cfg, log: log.With("pool", cfg.Name)}
+	return &Pool{c: c, cfg: cfg, log: log.With("pool", cfg.Name), ended: make(chan struct{}, 1)}
 }
 
 // Consuming reports whether the pool is taking messages: true from Run's start until its ctx is
@@ -133,7 +143,8 @@ func (p *Pool) Consuming() bool {
 	return ctx != nil && (*ctx).Err() == nil
 }
 
-// Run takes messages for free goroutines, at most Concurrency at once, and has decide work out how
+// Run takes messages for free goroutines, at most Concurrency at once (and at most Limit's limit
+// when one is set), and has decide work out how
 // each is settled; the pool then settles it. Call it once.
 //
 // When ctx is done, Run stops pulling at once. Messages that a pull already sent still brings are
@@ -167,8 +178,16 @@ func (p *Pool) Run(ctx context.Context, decide DecideFunc) error {
 	}
 	var wg sync.WaitGroup
 	start := func(msg jetstream.Msg) {
+		p.inFlight.Add(1)
 		wg.Go(func() {
-			defer func() { free <- struct{}{} }()
+			defer func() {
+				p.inFlight.Add(-1)
+				free <- struct{}{}
+				select {
+				case p.ended <- struct{}{}:
+				default:
+				}
+			}()
 			p.process(workCtx, msg, decide)
 		})
 	}
@@ -201,6 +220,16 @@ func (p *Pool) pull(ctx context.Context, free chan struct{}, start func(jetstrea
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if allowed := p.allowed(); n > allowed {
+			for range n - max(allowed, 0) {
+				free <- struct{}{}
+			}
+			if allowed < 1 {
+				p.waitForLimit(ctx)
+				continue
+			}
+			n = allowed
 		}
 
 		batch, err := p.c.Fetch(n, jetstream.FetchMaxWait(fetchExpiry), jetstream.FetchHeartbeat(fetchHeartbeat))
@@ -240,6 +269,28 @@ func (p *Pool) pull(ctx context.Context, free chan struct{}, start func(jetstrea
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, backoffMax)
+	}
+}
+
+// limitRecheck is how often a pull held back by the limit looks at it again when no message ends.
+const limitRecheck = 100 * time.Millisecond
+
+// allowed is how many more messages the limit lets the pool start now.
+func (p *Pool) allowed() int {
+	if p.cfg.Limit == nil {
+		return p.cfg.Concurrency
+	}
+	return p.cfg.Limit.Limit() - int(p.inFlight.Load())
+}
+
+// waitForLimit waits until a message ends, the limit may have grown, or ctx is done.
+func (p *Pool) waitForLimit(ctx context.Context) {
+	t := time.NewTimer(limitRecheck)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-p.ended:
+	case <-t.C:
 	}
 }
 

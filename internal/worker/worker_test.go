@@ -305,6 +305,60 @@ func TestConcurrencyBound(t *testing.T) {
 	waitFor(t, 5*time.Second, "work queue empty", func() bool { return e.msgsInStream(t) == 0 })
 }
 
+// limit is a Limiter whose limit the test sets.
+type limit struct{ n atomic.Int32 }
+
+func (l *limit) Limit() int { return int(l.n.Load()) }
+
+// The pool takes no more messages than the limit lets it have in flight, below its Concurrency,
+// and follows the limit when it changes; the rest wait in the stream, not in the client.
+func TestLimitBoundsInFlight(t *testing.T) {
+	t.Parallel()
+	const concurrency, total = 16, 120
+	e := newEnv(t, 30*time.Second)
+	e.publish(t, total)
+	lim := &limit{}
+	lim.n.Store(3)
+	var acked atomic.Int32
+	p := worker.New(e.consumer, worker.Config{Concurrency: concurrency, Grace: time.Second, Limit: lim,
+		Settled: func(_ jetstream.Msg, d worker.Decision, err error) {
+			if d.Kind == worker.KindAck && err == nil {
+				acked.Add(1)
+			}
+		}})
+	var now, most atomic.Int32
+	var over atomic.Value // a string saying when in-flight work exceeded the limit
+	run(t, p, func(ctx context.Context, msg jetstream.Msg) worker.Decision {
+		n := now.Add(1)
+		defer now.Add(-1)
+		if l := lim.n.Load(); n > l {
+			over.CompareAndSwap(nil, fmt.Sprintf("%d decisions at once at limit %d", n, l))
+		}
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		return worker.Ack()
+	})
+	waitFor(t, 30*time.Second, "a third of the messages acked", func() bool {
+		if pending := e.consumerInfo(t).NumAckPending; pending > 3 {
+			over.CompareAndSwap(nil, fmt.Sprintf("%d messages taken at limit 3", pending))
+		}
+		return acked.Load() >= total/3
+	})
+	if m := most.Load(); m != 3 {
+		t.Errorf("at most %d decisions ran at once at limit 3, want 3", m)
+	}
+	lim.n.Store(8) // only grows from here, so a decision never sees a limit below the one it started under
+	waitFor(t, 30*time.Second, "all messages acked", func() bool { return acked.Load() == total })
+	if m := most.Load(); m <= 3 || m > 8 {
+		t.Errorf("at most %d decisions ran at once after the limit grew to 8, want 4..8", m)
+	}
+	if o := over.Load(); o != nil {
+		t.Error(o)
+	}
+	waitFor(t, 5*time.Second, "work queue empty", func() bool { return e.msgsInStream(t) == 0 })
+}
+
 // Regression: after a server restart, messages that the client had taken but not started were
 // lost (nats.go's Messages iterator pulled a full batch again while its buffer was still full, and
 // the overflow was dropped as a slow consumer); they came back only after AckWait, 30s here. With
