@@ -86,7 +86,8 @@ type CloudPartner struct {
 
 // Processing is how requests are worked on.
 type Processing struct {
-	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"32" desc:"requests processed at once"`
+	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"1024" desc:"most requests processed at once: the ceiling of the adaptive limit, which follows the API's latency and pushback (docs/performance.md)"`
+	ConcurrencyMin  int           `envconfig:"CPCANCEL_CONCURRENCY_MIN" default:"8" desc:"floor of the adaptive limit, where it starts; equal to CPCANCEL_CONCURRENCY (or above) for a fixed limit"`
 	MaxAttempts     int           `envconfig:"CPCANCEL_MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
 	MaxRequestBytes int           `envconfig:"CPCANCEL_MAX_REQUEST_BYTES" default:"65536" desc:"largest request message accepted; larger ones are dead-lettered"`
 	ResultMode      string        `envconfig:"CPCANCEL_RESULT_MODE" default:"binary" desc:"CloudEvents content mode of results: binary or structured"`
@@ -266,6 +267,7 @@ func (a CloudPartner) Validate() error {
 func (r Processing) Validate() error {
 	var p problems
 	p.between("CPCANCEL_CONCURRENCY", r.Concurrency, 1, 4096)
+	p.between("CPCANCEL_CONCURRENCY_MIN", r.ConcurrencyMin, 1, 4096)
 	p.between("CPCANCEL_MAX_ATTEMPTS", r.MaxAttempts, 1, 100)
 	if r.MaxRequestBytes < 1 {
 		p.add("CPCANCEL_MAX_REQUEST_BYTES", "must be at least 1, got %d", r.MaxRequestBytes)

@@ -65,7 +65,8 @@ var defaults = config.Config{
 		HTTPTimeout: 30 * time.Second,
 	},
 	Processing: config.Processing{
-		Concurrency:     32,
+		Concurrency:     1024,
+		ConcurrencyMin:  8,
 		MaxAttempts:     5,
 		MaxRequestBytes: 65536,
 		ResultMode:      "binary",
@@ -231,12 +232,16 @@ func TestLoadValid(t *testing.T) {
 			func(c *config.Config) {
 				c.NATS.URL, c.NATS.DataDir, c.NATS.EmbeddedListen = "nats://nats:4222", "", "nohost"
 			}},
-		{"upper bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "100", "CPCANCEL_CONCURRENCY", "4096"},
-			func(c *config.Config) { c.Processing.MaxAttempts, c.Processing.Concurrency = 100, 4096 }},
-		{"lower bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "1", "CPCANCEL_CONCURRENCY", "1", "CPCANCEL_MAX_REQUEST_BYTES", "1"},
+		{"upper bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "100", "CPCANCEL_CONCURRENCY", "4096", "CPCANCEL_CONCURRENCY_MIN", "4096"},
 			func(c *config.Config) {
-				c.Processing.MaxAttempts, c.Processing.Concurrency, c.Processing.MaxRequestBytes = 1, 1, 1
+				c.Processing.MaxAttempts, c.Processing.Concurrency, c.Processing.ConcurrencyMin = 100, 4096, 4096
 			}},
+		{"lower bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "1", "CPCANCEL_CONCURRENCY", "1", "CPCANCEL_CONCURRENCY_MIN", "1", "CPCANCEL_MAX_REQUEST_BYTES", "1"},
+			func(c *config.Config) {
+				c.Processing.MaxAttempts, c.Processing.Concurrency, c.Processing.ConcurrencyMin, c.Processing.MaxRequestBytes = 1, 1, 1, 1
+			}},
+		{"floor above the ceiling: a fixed limit", []string{"CPCANCEL_CONCURRENCY", "64", "CPCANCEL_CONCURRENCY_MIN", "100"},
+			func(c *config.Config) { c.Processing.Concurrency, c.Processing.ConcurrencyMin = 64, 100 }},
 		{"structured json debug", []string{"CPCANCEL_RESULT_MODE", "structured", "CPCANCEL_LOG_FORMAT", "json", "CPCANCEL_LOG_LEVEL", "debug"},
 			func(c *config.Config) {
 				c.Processing.ResultMode, c.Log.Format, c.Log.Level = "structured", "json", "debug"

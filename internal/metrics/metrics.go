@@ -160,3 +160,12 @@ func (m *Metrics) Received(numDelivered uint64) (done func(ctx context.Context))
 func Handler(g prometheus.Gatherer) http.Handler {
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true})
 }
+
+// RegisterConcurrencyLimit registers, on reg, the gauge cpcancel_concurrency_limit: how many
+// requests may be in flight now, read through limit at each scrape.
+func RegisterConcurrencyLimit(reg prometheus.Registerer, limit func() int) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "concurrency_limit",
+		Help: "Requests that may be in flight now: the adaptive limit, between CPCANCEL_CONCURRENCY_MIN and CPCANCEL_CONCURRENCY.",
+	}, func() float64 { return float64(limit()) }))
+}

@@ -72,3 +72,18 @@ func TestMetricsLint(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrencyLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	limit := 8
+	RegisterConcurrencyLimit(reg, func() int { return limit })
+	limit = 300
+	want := `
+# HELP cpcancel_concurrency_limit Requests that may be in flight now: the adaptive limit, between CPCANCEL_CONCURRENCY_MIN and CPCANCEL_CONCURRENCY.
+# TYPE cpcancel_concurrency_limit gauge
+cpcancel_concurrency_limit 300
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "cpcancel_concurrency_limit"); err != nil {
+		t.Error(err)
+	}
+}

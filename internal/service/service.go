@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cpcancel/cpcancel/internal/adaptive"
 	"github.com/cpcancel/cpcancel/internal/broker"
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
@@ -197,10 +198,12 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 	}
 	s.log.Info("Cloud Partner API credentials", "source", tokenDesc)
 	tracer := s.tracing.Tracer() // nil: off
+	limit := newLimit(cfg.Processing)
+	metrics.RegisterConcurrencyLimit(s.registry, limit.Limit)
 	api, err := cloudpartner.New(cloudpartner.Config{
 		Tracer:  tracer,
 		BaseURL: cfg.CloudPartner.BaseURL, APIVersion: cfg.CloudPartner.APIVersion, Tokens: tokens,
-		Timeout: cfg.CloudPartner.HTTPTimeout, Observer: m, MaxIdleConns: cfg.Processing.Concurrency,
+		Timeout: cfg.CloudPartner.HTTPTimeout, Observer: limitObserver{m, limit}, MaxIdleConns: cfg.Processing.Concurrency,
 		Limits: cloudpartner.Limits{Rate: cfg.CloudPartner.APIRateLimit, Burst: 1, Concurrency: cfg.CloudPartner.APIConcurrency},
 	})
 	if err != nil {
@@ -215,7 +218,7 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 		Renew:           cfg.Lease() / 3,
 		FollowFirstPoll: cfg.Follow.FirstPoll, FollowTimeout: cfg.Follow.Timeout, Logger: s.log, Tracer: tracer,
 	}
-	pools := []*pool{{name: "requests", consumer: bound.Requests, concurrency: cfg.Processing.Concurrency}}
+	pools := []*pool{{name: "requests", consumer: bound.Requests, concurrency: cfg.Processing.Concurrency, limit: limit}}
 	if cfg.Follow.Enabled {
 		follower := follow.New(follow.Config{
 			Subject: cfg.Follow.Subject, Source: cfg.Processing.Source, Interval: cfg.Follow.Interval, Timeout: cfg.Follow.Timeout,
@@ -226,8 +229,12 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 	}
 	pools[0].decide = handler.New(hcfg, api, store, out, m).Decide
 	for _, p := range pools {
-		p.Pool = worker.New(p.consumer, worker.Config{Concurrency: p.concurrency, Grace: cfg.Processing.ShutdownTimeout,
-			Heartbeat: heartbeat, Logger: s.log, Name: p.name})
+		cfg := worker.Config{Concurrency: p.concurrency, Grace: cfg.Processing.ShutdownTimeout,
+			Heartbeat: heartbeat, Logger: s.log, Name: p.name}
+		if p.limit != nil {
+			cfg.Limit = p.limit
+		}
+		p.Pool = worker.New(p.consumer, cfg)
 	}
 	return pools, nil
 }
@@ -354,6 +361,7 @@ type pool struct {
 	name        string
 	consumer    jetstream.Consumer
 	concurrency int
+	limit       *adaptive.Limiter // nil: concurrency is the limit
 	decide      worker.DecideFunc
 }
 
