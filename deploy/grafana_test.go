@@ -189,6 +189,7 @@ func TestDashboardCoversIssue(t *testing.T) {
 		{"API latency p90", `histogram_quantile\(0\.9, sum by \(le\) \(rate\(cpcancel_api_request_duration_seconds_bucket`},
 		{"API latency p99", `histogram_quantile\(0\.99, sum by \(le\) \(rate\(cpcancel_api_request_duration_seconds_bucket`},
 		{"in-flight", `cpcancel_in_flight_requests`},
+		{"concurrency limit", `cpcancel_concurrency_limit`},
 		{"retries", `cpcancel_retries_total`},
 		{"dead letters", `cpcancel_dead_letters_total`},
 		{"duplicates", `cpcancel_duplicates_total`},
