@@ -2,15 +2,16 @@
 // limit grows while the API's latency stays near its long-term low and shrinks when the latency
 // rises (calls queue somewhere) or when the API pushes back (429, 503, a timeout or no answer).
 //
-// The algorithm is a windowed cousin of Netflix concurrency-limits' Gradient2. Each window
-// (at least MinWindow and at least the latency low, so that a change has had time to show) is
-// judged once, when its first observation after the window's end comes in:
+// The algorithm is a windowed cousin of Netflix concurrency-limits' Gradient2. Each window of
+// MinWindow is judged once, when its first observation after the window's end comes in (a window
+// without answers changes nothing):
 //
 //   - any pushback: the limit is multiplied by Backoff (once per window however many calls were
 //     pushed back, as their answers all tell of the same overload);
 //   - else the window's mean latency m against the low b: when m <= Tolerance × b the limit grows,
 //     doubling until the first decrease (slow start) and by √limit after it; when m is higher the
-//     limit is multiplied by Tolerance × b / m (at least 0.5);
+//     limit moves a fifth of the way to limit × Tolerance × b / m (so by 10 % at most), as
+//     latency under a CPU-bound load is noisy and a deep cut takes many windows to grow back;
 //   - the low b is the least window mean seen, drifting up by 1 % of the gap per window so that
 //     an API that has become slower for good is accepted as its new normal.
 package adaptive
@@ -112,12 +113,15 @@ func (l *Limiter) judge(now time.Time) {
 				l.estimate += math.Sqrt(l.estimate)
 			}
 		} else {
-			l.estimate *= max(0.5, l.cfg.Tolerance*float64(l.low)/float64(mean))
+			gradient := max(0.5, l.cfg.Tolerance*float64(l.low)/float64(mean))
+			l.estimate *= 0.8 + 0.2*gradient
 			l.slowStart = false
 		}
 	}
 	l.estimate = min(max(l.estimate, float64(l.cfg.Min)), float64(l.cfg.Max))
 	l.limit.Store(int64(math.Round(l.estimate)))
 	l.sum, l.count, l.pushback = 0, 0, false
-	l.windowEnd = now.Add(max(l.cfg.MinWindow, l.low))
+	// Windows shorter than the API's latency let the limit reach the ceiling within a second of
+	// the first answers; the signals lag by one latency, which the back-off outpaces.
+	l.windowEnd = now.Add(l.cfg.MinWindow)
 }
