@@ -44,7 +44,7 @@ func realMain(ctx context.Context) error {
 	flag.StringVar(&o.Offer, "offer", "loadgen-offer", "offer id of every request (emulator catalogue: sync* answers 200, others 202)")
 	flag.StringVar(&s.NATSURL, "nats", "", "NATS URL where cpcancel already runs (empty: start everything here)")
 	flag.DurationVar(&s.Latency, "latency", 0, "API emulator latency (embedded stack only)")
-	flag.IntVar(&s.Concurrency, "concurrency", 32, "CPCANCEL_CONCURRENCY of the cpcancel started here")
+	flag.IntVar(&s.Concurrency, "concurrency", 2048, "CPCANCEL_CONCURRENCY of the cpcancel started here (the default's)")
 	flag.StringVar(&s.CPUProfile, "cpuprofile", "", "write a CPU profile of the cpcancel started here to this file")
 	flag.StringVar(&s.MemProfile, "memprofile", "", "write an allocation profile of the cpcancel started here to this file when it stops")
 	flag.Func("env", "`KEY=VALUE` added to the environment of the cpcancel started here, e.g. GOMEMLIMIT=30MiB or CPCANCEL_RESULT_MODE=structured (repeatable)", func(v string) error {

@@ -86,7 +86,7 @@ type CloudPartner struct {
 
 // Processing is how requests are worked on.
 type Processing struct {
-	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"1024" desc:"most requests processed at once: the ceiling of the adaptive limit, which follows the API's latency and pushback (docs/performance.md)"`
+	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"2048" desc:"most requests processed at once: the ceiling of the adaptive limit, which follows the API's latency and pushback (docs/performance.md)"`
 	ConcurrencyMin  int           `envconfig:"CPCANCEL_CONCURRENCY_MIN" default:"8" desc:"floor of the adaptive limit, where it starts; equal to CPCANCEL_CONCURRENCY (or above) for a fixed limit"`
 	MaxAttempts     int           `envconfig:"CPCANCEL_MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
 	MaxRequestBytes int           `envconfig:"CPCANCEL_MAX_REQUEST_BYTES" default:"65536" desc:"largest request message accepted; larger ones are dead-lettered"`

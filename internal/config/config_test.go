@@ -65,7 +65,7 @@ var defaults = config.Config{
 		HTTPTimeout: 30 * time.Second,
 	},
 	Processing: config.Processing{
-		Concurrency:     1024,
+		Concurrency:     2048,
 		ConcurrencyMin:  8,
 		MaxAttempts:     5,
 		MaxRequestBytes: 65536,
