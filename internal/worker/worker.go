@@ -143,9 +143,9 @@ func (p *Pool) Consuming() bool {
 	return ctx != nil && (*ctx).Err() == nil
 }
 
-// Run takes messages for free goroutines, at most Concurrency at once (and at most Limit's limit
-// when one is set), and has decide work out how
-// each is settled; the pool then settles it. Call it once.
+// Run takes messages for free goroutines, at most Concurrency at once (and no more than Limit
+// allows, when set), and has decide work out how each is settled; the pool then settles it. Call
+// it once.
 //
 // When ctx is done, Run stops pulling at once. Messages that a pull already sent still brings are
 // not started but handed back (Nak) when that pull ends, within a few seconds (so the redelivery
