@@ -8,10 +8,13 @@
 //
 //   - any pushback: the limit is multiplied by Backoff (once per window however many calls were
 //     pushed back, as their answers all tell of the same overload);
-//   - else the window's mean latency m against the low b: when m <= Tolerance × b the limit grows,
+//   - else the window's mean latency m against the low b: when m <= max(Tolerance × b, b + Slack)
+//     (Slack keeps the noise of sub-millisecond latencies from reading as queueing) the limit grows,
 //     doubling until the first decrease (slow start) and by √limit after it; when m is higher the
-//     limit moves a fifth of the way to limit × Tolerance × b / m (so by 10 % at most), as
+//     limit moves a fifth of the way to limit × that bound / m (so by 10 % at most), as
 //     latency under a CPU-bound load is noisy and a deep cut takes many windows to grow back;
+//   - the limit grows only when at least half of it was in use in the window (InFlight), so that
+//     a quiet spell does not leave it at the ceiling when a burst comes;
 //   - the low b is the least window mean seen, drifting up by 1 % of the gap per window so that
 //     an API that has become slower for good is accepted as its new normal.
 package adaptive
@@ -28,6 +31,8 @@ type Config struct {
 	Min, Max int // the limit stays in [Min, Max]; it starts at Min
 	// Tolerance is how much the window latency may exceed the low before the limit shrinks; 2.
 	Tolerance float64
+	// Slack is latency above the low that never counts as queueing; 5ms.
+	Slack time.Duration
 	// Backoff multiplies the limit after a window with pushback; 0.7.
 	Backoff float64
 	// MinWindow is the shortest window; 100ms.
@@ -49,6 +54,7 @@ type Limiter struct {
 	sum       time.Duration // successes' latency in this window
 	count     int
 	pushback  bool
+	used      int // most requests in flight in this window
 }
 
 // New returns a Limiter at cfg.Min. Min is at least 1 and Max at least Min.
@@ -60,6 +66,9 @@ func New(cfg Config) *Limiter {
 	}
 	if cfg.Backoff <= 0 || cfg.Backoff >= 1 {
 		cfg.Backoff = 0.7
+	}
+	if cfg.Slack <= 0 {
+		cfg.Slack = 5 * time.Millisecond
 	}
 	if cfg.MinWindow <= 0 {
 		cfg.MinWindow = 100 * time.Millisecond
@@ -75,6 +84,13 @@ func New(cfg Config) *Limiter {
 
 // Limit is how many requests may be in flight now, in [Min, Max].
 func (l *Limiter) Limit() int { return int(l.limit.Load()) }
+
+// InFlight records how many requests are in flight now; call it whenever that number grows.
+func (l *Limiter) InFlight(n int) {
+	l.mu.Lock()
+	l.used = max(l.used, n)
+	l.mu.Unlock()
+}
 
 // Observe records one API call's answer: latency of a success, or pushback when the API
 // answered 429 or 503, timed out or did not answer (its latency is then not a sample).
@@ -106,21 +122,25 @@ func (l *Limiter) judge(now time.Time) {
 		} else {
 			l.low += (mean - l.low) / 100
 		}
-		if float64(mean) <= l.cfg.Tolerance*float64(l.low) {
+		bound := max(l.cfg.Tolerance*float64(l.low), float64(l.low+l.cfg.Slack))
+		switch {
+		case float64(mean) <= bound && 2*l.used < int(l.limit.Load()):
+			// Not limited by the limit: no evidence that more would go well.
+		case float64(mean) <= bound:
 			if l.slowStart {
 				l.estimate *= 2
 			} else {
 				l.estimate += math.Sqrt(l.estimate)
 			}
-		} else {
-			gradient := max(0.5, l.cfg.Tolerance*float64(l.low)/float64(mean))
+		default:
+			gradient := max(0.5, bound/float64(mean))
 			l.estimate *= 0.8 + 0.2*gradient
 			l.slowStart = false
 		}
 	}
 	l.estimate = min(max(l.estimate, float64(l.cfg.Min)), float64(l.cfg.Max))
 	l.limit.Store(int64(math.Round(l.estimate)))
-	l.sum, l.count, l.pushback = 0, 0, false
+	l.sum, l.count, l.pushback, l.used = 0, 0, false, 0
 	// Windows shorter than the API's latency let the limit reach the ceiling within a second of
 	// the first answers; the signals lag by one latency, which the back-off outpaces.
 	l.windowEnd = now.Add(l.cfg.MinWindow)

@@ -21,6 +21,7 @@ func newLimiter(minLimit, maxLimit int) (*adaptive.Limiter, *clock) {
 // window feeds n answers in one window, then moves the clock to its end (100ms on); the limit
 // changes when the next window's first answer comes.
 func window(l *adaptive.Limiter, c *clock, n int, latency time.Duration, pushback bool) {
+	l.InFlight(l.Limit()) // the limit is in use
 	for range n {
 		l.Observe(latency, pushback)
 	}
@@ -151,5 +152,39 @@ func TestBounds(t *testing.T) {
 				t.Fatalf("limit %d after pushback, want the floor %d", got, tc.wantMin)
 			}
 		})
+	}
+}
+
+func TestNoGrowthWhileLimitUnused(t *testing.T) {
+	l, c := newLimiter(8, 1024)
+	run(l, c, 3, 20*time.Millisecond, false) // 64
+	before := l.Limit()
+	for range 10 { // a quiet spell: answers at the usual latency, few requests in flight
+		l.InFlight(before/2 - 1)
+		l.Observe(20*time.Millisecond, false)
+		c.advance(100 * time.Millisecond)
+	}
+	if got := l.Limit(); got != before {
+		t.Fatalf("limit %d → %d with fewer than half of it in flight, want it unchanged", before, got)
+	}
+	l.InFlight(before / 2)
+	c.advance(100 * time.Millisecond)
+	l.Observe(20*time.Millisecond, false)
+	if got := l.Limit(); got <= before {
+		t.Fatalf("limit %d → %d with half of it in flight, want it to grow", before, got)
+	}
+}
+
+func TestSubMillisecondNoiseIsNoQueueing(t *testing.T) {
+	l, c := newLimiter(8, 1024)
+	run(l, c, 2, 200*time.Microsecond, false) // 32, low 0.2ms
+	before := l.Limit()
+	limits := run(l, c, 1, 3*time.Millisecond, false) // 15× the low, within 5ms of it
+	if limits[0] <= before {
+		t.Fatalf("limit %d → %d at 3ms after a low of 0.2ms, want it to grow", before, limits[0])
+	}
+	limits = run(l, c, 1, 20*time.Millisecond, false)
+	if limits[0] >= 2*before {
+		t.Fatalf("limit %d at 20ms after a low of 0.2ms, want it to shrink", limits[0])
 	}
 }

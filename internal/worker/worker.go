@@ -94,10 +94,12 @@ type Config struct {
 	Limit Limiter
 }
 
-// Limiter says how many messages may be in flight now. Limit is called by the pulling goroutine
-// only, before each pull; a limit that falls lets the messages already started end.
+// Limiter says how many messages may be in flight now. Its methods are called by the pulling
+// goroutine only: Limit before each pull (a limit that falls lets the messages already started
+// end), InFlight with the number of messages in flight each time one starts.
 type Limiter interface {
 	Limit() int
+	InFlight(n int)
 }
 
 const (
@@ -178,7 +180,10 @@ func (p *Pool) Run(ctx context.Context, decide DecideFunc) error {
 	}
 	var wg sync.WaitGroup
 	start := func(msg jetstream.Msg) {
-		p.inFlight.Add(1)
+		n := p.inFlight.Add(1)
+		if p.cfg.Limit != nil {
+			p.cfg.Limit.InFlight(int(n))
+		}
 		wg.Go(func() {
 			defer func() {
 				p.inFlight.Add(-1)

@@ -308,7 +308,8 @@ func TestConcurrencyBound(t *testing.T) {
 // limit is a Limiter whose limit the test sets.
 type limit struct{ n atomic.Int32 }
 
-func (l *limit) Limit() int { return int(l.n.Load()) }
+func (l *limit) Limit() int   { return int(l.n.Load()) }
+func (l *limit) InFlight(int) {}
 
 // The pool takes no more messages than the limit lets it have in flight, below its Concurrency,
 // and follows the limit when it changes; the rest wait in the stream, not in the client.
