@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -21,7 +20,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -150,7 +148,7 @@ func TestLiveDashboard(t *testing.T) {
 // startLiveService runs cpcancel in this process with following on, against an embedded
 // nats-server and the emulator, both on loopback. It traces every request; spans holds a line per
 // ended span, with its trace id.
-func startLiveService(t *testing.T) (svc *service.Service, js jetstream.JetStream, spans *syncBuffer) {
+func startLiveService(t *testing.T) (svc *service.Service, js jetstream.JetStream, spans *natstest.Buffer) {
 	t.Helper()
 	ns := natstest.Start(t)
 	_, js = ns.Connect(t)
@@ -174,7 +172,7 @@ func startLiveService(t *testing.T) (svc *service.Service, js jetstream.JetStrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	spans = &syncBuffer{}
+	spans = &natstest.Buffer{}
 	tp, err := tracing.New(context.Background(), func(string) (string, bool) { return "", false }, tracing.Options{Print: spans})
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +332,7 @@ func startPrometheus(t *testing.T, bin, target string, ruleFiles []string) *live
 	}
 
 	addr := freeLoopbackAddr(t)
-	var log syncBuffer
+	var log natstest.Buffer
 	cmd := exec.Command(bin,
 		"--config.file="+configFile,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -391,23 +389,6 @@ func freeLoopbackAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // api calls a GET endpoint of Prometheus' HTTP API and decodes its data; a failed call is
@@ -628,7 +609,7 @@ func dashboardTargets(t *testing.T) map[string][]liveTarget {
 
 // checkLivePanels runs every query the way Grafana runs it (a range query over the load, or an
 // instant query at its end) and checks what it shows against livePanels.
-func checkLivePanels(t *testing.T, p *livePrometheus, vars map[string]string, spans *syncBuffer, start, end time.Time) {
+func checkLivePanels(t *testing.T, p *livePrometheus, vars map[string]string, spans *natstest.Buffer, start, end time.Time) {
 	targets := dashboardTargets(t)
 	for title := range livePanels {
 		if _, ok := targets[title]; !ok {
