@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -34,6 +33,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/service"
+	"github.com/cpcancel/cpcancel/internal/servicetest"
 	"github.com/cpcancel/cpcancel/internal/tracing"
 )
 
@@ -178,27 +178,7 @@ func startLiveService(t *testing.T) (svc *service.Service, js jetstream.JetStrea
 		t.Fatal(err)
 	}
 	svc = service.New(cfg, metrics.Build{Version: "live-test", Revision: "live"}, slog.New(slog.NewTextHandler(io.Discard, nil))).WithTracing(tp)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("cpcancel stopped with error: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("cpcancel did not stop within 30s")
-		}
-	})
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		t.Fatalf("cpcancel stopped before it was ready: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("cpcancel not ready after 15s")
-	}
+	servicetest.Start(t, svc)
 	return svc, js, spans
 }
 
@@ -331,7 +311,7 @@ func startPrometheus(t *testing.T, bin, target string, ruleFiles []string) *live
 		t.Fatal(err)
 	}
 
-	addr := freeLoopbackAddr(t)
+	addr := servicetest.FreeAddr(t)
 	var log natstest.Buffer
 	cmd := exec.Command(bin,
 		"--config.file="+configFile,
@@ -377,18 +357,6 @@ func startPrometheus(t *testing.T, bin, target string, ruleFiles []string) *live
 			t.Fatalf("prometheus not ready after 20s\n%s", log.String())
 		}
 	}
-}
-
-// freeLoopbackAddr returns a loopback address with a port nobody listened on a moment ago:
-// Prometheus cannot report the port it got for :0.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // api calls a GET endpoint of Prometheus' HTTP API and decodes its data; a failed call is

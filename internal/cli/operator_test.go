@@ -24,6 +24,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/service"
+	"github.com/cpcancel/cpcancel/internal/servicetest"
 )
 
 // operatorStack is the service as deployed, on a real nats-server and the API emulator, with
@@ -55,23 +56,7 @@ func startOperatorStack(t *testing.T) *operatorStack {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	svc := service.New(cfg, metrics.Build{Version: "test"}, slog.New(slog.DiscardHandler))
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service: %v", err)
-		}
-	})
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		t.Fatalf("service did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("service not ready within 30s")
-	}
+	servicetest.Start(t, service.New(cfg, metrics.Build{Version: "test"}, slog.New(slog.DiscardHandler)))
 	_, js := srv.Connect(t)
 	return &operatorStack{cfg: cfg, js: js}
 }

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/emulator"
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
+	"github.com/cpcancel/cpcancel/internal/servicetest"
 )
 
 // TestScaleOut runs three cpcancel processes on one durable consumer of a three-node JetStream
@@ -53,7 +53,7 @@ func TestScaleOut(t *testing.T) {
 	children := make([]*child, instances)
 	addrs := make([]string, instances)
 	for i := range children {
-		addrs[i] = freeAddr(t)
+		addrs[i] = servicetest.FreeAddr(t)
 		children[i] = startChild(t, map[string]string{
 			"CPCANCEL_NATS_URL":              cluster.ClientURLs(),
 			"CPCANCEL_REPLICAS":              "3",
@@ -220,17 +220,6 @@ func (a *apiWatch) overlapping() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return slices.Clone(a.overlaps)
-}
-
-// freeAddr returns a loopback address that was free a moment ago, for a child's HTTP server.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // waitReady waits until every address answers /readyz with 200.

@@ -22,6 +22,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/service"
+	"github.com/cpcancel/cpcancel/internal/servicetest"
 )
 
 const testToken = "test-token-5f1d"
@@ -83,29 +84,24 @@ func (st *stack) env(extra map[string]string) map[string]string {
 
 func startService(t *testing.T, env map[string]string) *service.Service {
 	t.Helper()
-	svc, done, cancel := runService(t, env)
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		t.Fatalf("service stopped before ready: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("service not ready after 15s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("service stopped with error: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("service did not stop within 30s")
-		}
-	})
+	svc := newService(t, env)
+	servicetest.Start(t, svc)
 	return svc
 }
 
+// runService runs a service configured by env, for tests that stop it themselves or expect it
+// not to start.
 func runService(t *testing.T, env map[string]string) (*service.Service, chan error, context.CancelFunc) {
+	t.Helper()
+	svc := newService(t, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	return svc, done, cancel
+}
+
+// newService is a service configured by env alone, logging to the test's log with -v.
+func newService(t *testing.T, env map[string]string) *service.Service {
 	t.Helper()
 	cfg, err := config.Load(func(name string) (string, bool) {
 		v, ok := env[name]
@@ -118,11 +114,7 @@ func runService(t *testing.T, env map[string]string) (*service.Service, chan err
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
-	svc := service.New(cfg, metrics.Build{Version: "test", Revision: "abc123"}, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	return svc, done, cancel
+	return service.New(cfg, metrics.Build{Version: "test", Revision: "abc123"}, log)
 }
 
 type testWriter struct{ t *testing.T }

@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/natstest"
 	"github.com/cpcancel/cpcancel/internal/service"
+	"github.com/cpcancel/cpcancel/internal/servicetest"
 	"github.com/cpcancel/cpcancel/internal/tracing"
 )
 
@@ -38,22 +38,7 @@ func startTraced(t *testing.T, env map[string]string) (*service.Service, *tracet
 	logs := &natstest.Buffer{}
 	svc := service.New(cfg, metrics.Build{Version: "test"}, slog.New(slog.NewTextHandler(logs, nil))).
 		WithTracing(tracing.NewWithProcessor(sdktrace.NewSimpleSpanProcessor(exp)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service stopped with error: %v", err)
-		}
-	})
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		t.Fatalf("service stopped: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("not ready after 15s")
-	}
+	servicetest.Start(t, svc)
 	return svc, exp, logs
 }
 
