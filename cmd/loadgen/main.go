@@ -24,8 +24,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	run := realMain
-	if os.Getenv(loadgen.ChildEnv) == "1" {
+	switch {
+	case os.Getenv(loadgen.ChildEnv) == "1":
 		run = runChild
+	case os.Getenv(loadgen.NATSChildEnv) != "":
+		run = func(ctx context.Context) error {
+			return loadgen.RunNATS(ctx, os.Getenv(loadgen.NATSChildEnv), os.Getenv(loadgen.NATSChildDirEnv))
+		}
 	}
 	err := run(ctx)
 	stop()
@@ -44,6 +49,7 @@ func realMain(ctx context.Context) error {
 	flag.StringVar(&o.Offer, "offer", "loadgen-offer", "offer id of every request (emulator catalogue: sync* answers 200, others 202)")
 	flag.StringVar(&s.NATSURL, "nats", "", "NATS URL where cpcancel already runs (empty: start everything here)")
 	flag.DurationVar(&s.Latency, "latency", 0, "API emulator latency (embedded stack only)")
+	flag.BoolVar(&s.SeparateNATS, "nats-process", false, "run nats-server in a process of its own, so that its CPU is measured apart (embedded stack only)")
 	flag.IntVar(&s.Concurrency, "concurrency", 2048, "CPCANCEL_CONCURRENCY of the cpcancel started here (the default's)")
 	flag.StringVar(&s.CPUProfile, "cpuprofile", "", "write a CPU profile of the cpcancel started here to this file")
 	flag.StringVar(&s.MemProfile, "memprofile", "", "write an allocation profile of the cpcancel started here to this file when it stops")
@@ -75,7 +81,24 @@ func realMain(ctx context.Context) error {
 	if rss, ok := s.ChildPeakRSS(); ok {
 		fmt.Printf("cpcancel peak RSS %.1f MiB\n", float64(rss)/(1<<20))
 	}
+	printCPU(&s, r.Results)
 	return err
+}
+
+// printCPU prints each process's CPU time per result, start-up included.
+func printCPU(s *loadgen.Stack, results int) {
+	cpcancel, natsServer, self, ok := s.CPU()
+	if !ok || results == 0 {
+		return
+	}
+	per := func(d time.Duration) string {
+		return (d / time.Duration(results)).Round(100 * time.Nanosecond).String()
+	}
+	if s.SeparateNATS {
+		fmt.Printf("CPU per result: cpcancel %s  nats-server %s  load tool and emulator %s\n", per(cpcancel), per(natsServer), per(self))
+	} else {
+		fmt.Printf("CPU per result: cpcancel %s  load tool, emulator and nats-server %s\n", per(cpcancel), per(self))
+	}
 }
 
 func rateText(r float64) string {

@@ -55,6 +55,29 @@ func TestStackRun(t *testing.T) {
 	}
 }
 
+// TestStackSeparateNATS runs nats-server as a child process of its own, as -nats-process does:
+// the run works as with the embedded server, and each process's CPU is measured apart.
+func TestStackSeparateNATS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("CPU reads /proc")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := &loadgen.Stack{Concurrency: 8, SeparateNATS: true}
+	js, stop, err := s.Start(ctx)
+	if err != nil {
+		t.Fatalf("start stack: %v", err)
+	}
+	t.Cleanup(stop)
+	runAll(ctx, t, js, "loadgen-offer", 100, "cancelling")
+	cpcancel, natsServer, self, ok := s.CPU()
+	t.Logf("CPU: cpcancel %s, nats-server %s, this process %s", cpcancel, natsServer, self)
+	// Every process did work for 100 requests; nats-server's is its own, not this process's.
+	if !ok || cpcancel <= 0 || natsServer <= 0 || self <= 0 {
+		t.Errorf("CPU() = %s, %s, %s, %t; want each positive, true", cpcancel, natsServer, self, ok)
+	}
+}
+
 // TestStackRunStructuredResults is the -env CPCANCEL_RESULT_MODE=structured run the load tool
 // offers: results carry their attributes in the body, not in ce- headers, and must count alike.
 func TestStackRunStructuredResults(t *testing.T) {
