@@ -59,7 +59,6 @@ type followReport struct {
 	Location  string    `json:"location"`
 	FirstPoll time.Time `json:"firstPoll"`
 	Deadline  time.Time `json:"deadline"`
-	Scheduled bool      `json:"scheduled"`
 	// LastPoll, OperationStatus and Terminal are the poll record's: zero before the first poll.
 	LastPoll        time.Time `json:"lastPoll,omitzero"`
 	OperationStatus string    `json:"operationStatus,omitempty"`
@@ -190,7 +189,7 @@ func requestStatus(ctx context.Context, store *state.Store, dls *results.DeadLet
 // followStatus reports the followed operation of st and when it is polled next: the first poll,
 // then an interval after the last one, and no later than the deadline.
 func followStatus(ctx context.Context, store *state.Store, st state.State, interval time.Duration, now time.Time) (*followReport, error) {
-	f := &followReport{Location: st.Follow.Location, FirstPoll: st.Follow.FirstPoll, Deadline: st.Follow.Deadline, Scheduled: st.Follow.Scheduled}
+	f := &followReport{Location: st.Follow.Location, FirstPoll: st.Follow.FirstPoll, Deadline: st.Follow.Deadline}
 	p, err := store.Operation(ctx, st.Follow.Location)
 	if err != nil {
 		return nil, err
