@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 )
 
 // maxReason bounds a dead letter's reason header.
@@ -39,8 +40,8 @@ func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []b
 	defer cancel()
 	id := fmt.Sprintf("deadletter:%s:%d", stream, seq)
 	if p.cfg.Tracer != nil {
-		_, span := p.startPublish(ctx, out.Subject, id, "")
-		defer func() { endPublish(span, 0, err) }()
+		_, span := tracing.StartPublish(ctx, p.cfg.Tracer, out.Subject, id, "")
+		defer func() { tracing.EndPublish(span, 0, err) }()
 	}
 	if _, err := p.js.PublishMsg(pctx, out, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("store dead letter: %w", err)

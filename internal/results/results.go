@@ -14,12 +14,11 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/natsce"
+	"github.com/cpcancel/cpcancel/internal/tracing"
 )
 
 // JetStream stores messages: PublishMsg returns once the server acknowledged the message,
@@ -79,8 +78,8 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, e
 	subject := p.cfg.SubjectPrefix + "." + outcome
 	if p.cfg.Tracer != nil {
 		var span trace.Span
-		ctx, span = p.startPublish(ctx, subject, ev.ID(), ev.Type())
-		defer func() { endPublish(span, seq, err) }()
+		ctx, span = tracing.StartPublish(ctx, p.cfg.Tracer, subject, ev.ID(), ev.Type())
+		defer func() { tracing.EndPublish(span, seq, err) }()
 	}
 	out, err := natsce.NewMsg(ctx, subject, ev, p.cfg.Mode)
 	if err != nil {
@@ -105,34 +104,6 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, e
 		err = errors.New("no acknowledgement within the publish timeout")
 	}
 	return 0, fmt.Errorf("store result: %w", err)
-}
-
-// startPublish starts the PRODUCER span of storing the message id on subject; eventType is the
-// CloudEvent's type, "" for a dead letter.
-func (p *Publisher) startPublish(ctx context.Context, subject, id, eventType string) (context.Context, trace.Span) {
-	attrs := make([]attribute.KeyValue, 0, 7)
-	attrs = append(attrs,
-		attribute.String("messaging.system", "nats"),
-		attribute.String("messaging.operation.type", "send"),
-		attribute.String("messaging.operation.name", "publish"),
-		attribute.String("messaging.destination.name", subject),
-		attribute.String("messaging.message.id", id),
-	)
-	if eventType != "" {
-		attrs = append(attrs, attribute.String("cloudevents.event_id", id), attribute.String("cloudevents.event_type", eventType))
-	}
-	return p.cfg.Tracer.Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-}
-
-// endPublish ends a publish span with the stored message's sequence (0: not known) or the error.
-func endPublish(span trace.Span, seq uint64, err error) {
-	switch {
-	case err != nil:
-		span.SetStatus(codes.Error, err.Error())
-	case seq != 0:
-		span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(seq)))
-	}
-	span.End()
 }
 
 // PublishRecorded stores a result event recorded as structured JSON, as Publish does.

@@ -64,6 +64,34 @@ func StartProcess(ctx context.Context, t trace.Tracer, parent trace.SpanContext,
 	return t.Start(ctx, "process "+subject, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 }
 
+// StartPublish starts the PRODUCER span of storing the message id on subject; eventType is the
+// CloudEvent's type, "" for a dead letter.
+func StartPublish(ctx context.Context, t trace.Tracer, subject, id, eventType string) (context.Context, trace.Span) {
+	attrs := make([]attribute.KeyValue, 0, 7)
+	attrs = append(attrs,
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", "send"),
+		attribute.String("messaging.operation.name", "publish"),
+		attribute.String("messaging.destination.name", subject),
+		attribute.String("messaging.message.id", id),
+	)
+	if eventType != "" {
+		attrs = append(attrs, attribute.String("cloudevents.event_id", id), attribute.String("cloudevents.event_type", eventType))
+	}
+	return t.Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+}
+
+// EndPublish ends a publish span with the stored message's sequence (0: not known) or the error.
+func EndPublish(span trace.Span, seq uint64, err error) {
+	switch {
+	case err != nil:
+		span.SetStatus(codes.Error, err.Error())
+	case seq != 0:
+		span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(seq)))
+	}
+	span.End()
+}
+
 // EndProcess records how the delivery is settled, as the span event "settle", and ends the span.
 // A terminated message (dead-lettered, or not a JetStream delivery) marks the span an error.
 func EndProcess(span trace.Span, d worker.Decision) {
