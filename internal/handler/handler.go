@@ -42,7 +42,7 @@ type Canceller interface {
 // Publisher stores result events and dead letters; *results.Publisher satisfies it. It must be
 // safe for concurrent use.
 type Publisher interface {
-	Publish(ctx context.Context, ev *event.Event) (seq uint64, err error)
+	Publish(ctx context.Context, ev *event.Event, recorded []byte) (seq uint64, err error)
 	PublishRecorded(ctx context.Context, recorded []byte) (seq uint64, err error)
 	DeadLetter(ctx context.Context, header nats.Header, data []byte, stream string, seq uint64, reason string) error
 }
@@ -366,7 +366,7 @@ func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entr
 	var seq uint64
 	var err error
 	if ev != nil {
-		seq, err = h.out.Publish(ctx, ev)
+		seq, err = h.out.Publish(ctx, ev, entry.Result)
 	} else {
 		seq, err = h.out.PublishRecorded(ctx, entry.Result)
 	}

@@ -77,6 +77,12 @@ func NewMsg(ctx context.Context, subject string, ev *event.Event, mode Mode) (*n
 	return &nats.Msg{Subject: subject, Header: hdr, Data: body}, nil
 }
 
+// StructuredMsg is a structured-mode message for subject whose body is an event already encoded
+// by MarshalStructured: what NewMsg makes in that mode, without encoding the event again.
+func StructuredMsg(subject string, body []byte) *nats.Msg {
+	return &nats.Msg{Subject: subject, Header: nats.Header{contentTypeHeader: {format.JSON.MediaType()}}, Data: body}
+}
+
 // writer is both the structured and the binary writer of one NATS message.
 type writer struct {
 	header nats.Header

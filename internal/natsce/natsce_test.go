@@ -536,3 +536,27 @@ func TestMarshalStructured(t *testing.T) {
 		}
 	}
 }
+
+// A result published from its record's bytes is the message that encoding the event makes.
+func TestStructuredMsgMatchesNewMsg(t *testing.T) {
+	ev := newEvent(t)
+	want, err := NewMsg(context.Background(), "results.cancelling", ev, Structured)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := MarshalStructured(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := StructuredMsg("results.cancelling", body)
+	if got.Subject != want.Subject || !maps.EqualFunc(got.Header, want.Header, slicesEqual) {
+		t.Errorf("StructuredMsg = %s %q, want %s %q", got.Subject, got.Header, want.Subject, want.Header)
+	}
+	decoded, err := Decode(context.Background(), got.Header, got.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(decoded, ev) {
+		t.Errorf("decoded %v, want %v", decoded, ev)
+	}
+}

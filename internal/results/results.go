@@ -73,7 +73,9 @@ func New(cfg Config, js JetStream, rec Recorder) *Publisher {
 // Publish stores the result event ev on its outcome's subject, with its id as Nats-Msg-Id, and
 // returns its sequence in the result stream. A copy JetStream drops as a duplicate (stored before,
 // inside the stream's duplicate window) returns the first copy's sequence and is not counted again.
-func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, err error) {
+// recorded, when not nil, is ev as natsce.MarshalStructured wrote it for the request's record: in
+// structured mode it is the body as it is, so that the event is not encoded twice.
+func (p *Publisher) Publish(ctx context.Context, ev *event.Event, recorded []byte) (seq uint64, err error) {
 	outcome := string(cancelevent.OutcomeOf(ev.Type()))
 	subject := p.cfg.SubjectPrefix + "." + outcome
 	if p.cfg.Tracer != nil {
@@ -81,7 +83,7 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, e
 		ctx, span = tracing.StartPublish(ctx, p.cfg.Tracer, subject, ev.ID(), ev.Type())
 		defer func() { tracing.EndPublish(span, seq, err) }()
 	}
-	out, err := natsce.NewMsg(ctx, subject, ev, p.cfg.Mode)
+	out, err := p.encode(ctx, subject, ev, recorded)
 	if err != nil {
 		return 0, fmt.Errorf("encode result: %w", err)
 	}
@@ -106,11 +108,25 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) (seq uint64, e
 	return 0, fmt.Errorf("store result: %w", err)
 }
 
+// encode makes the message of result ev for subject in the configured mode.
+func (p *Publisher) encode(ctx context.Context, subject string, ev *event.Event, recorded []byte) (*nats.Msg, error) {
+	if p.cfg.Mode != natsce.Structured {
+		return natsce.NewMsg(ctx, subject, ev, p.cfg.Mode)
+	}
+	if recorded == nil {
+		var err error
+		if recorded, err = natsce.MarshalStructured(ev); err != nil {
+			return nil, err
+		}
+	}
+	return natsce.StructuredMsg(subject, recorded), nil
+}
+
 // PublishRecorded stores a result event recorded as structured JSON, as Publish does.
 func (p *Publisher) PublishRecorded(ctx context.Context, recorded []byte) (seq uint64, err error) {
 	var ev event.Event
 	if err := json.Unmarshal(recorded, &ev); err != nil {
 		return 0, fmt.Errorf("recorded result unreadable: %w", err)
 	}
-	return p.Publish(ctx, &ev)
+	return p.Publish(ctx, &ev, recorded)
 }
