@@ -178,26 +178,44 @@ func (p *Pool) Run(ctx context.Context, decide DecideFunc) error {
 	for range p.cfg.Concurrency {
 		free <- struct{}{}
 	}
+	// A message goes to a goroutine that waits for one, or to a new goroutine while fewer than
+	// Concurrency run. Goroutines stay for the next message until Run ends: a new goroutine per
+	// message would grow a new stack to the handler's depth each time.
 	var wg sync.WaitGroup
+	work := make(chan jetstream.Msg)
+	goroutines := 0
 	start := func(msg jetstream.Msg) {
 		n := p.inFlight.Add(1)
 		if p.cfg.Limit != nil {
 			p.cfg.Limit.InFlight(int(n))
 		}
+		select {
+		case work <- msg:
+			return
+		default:
+		}
+		if goroutines == p.cfg.Concurrency {
+			// Every goroutine is started and this message holds a free token, so one of them has
+			// ended its message and is on its way back for the next.
+			work <- msg
+			return
+		}
+		goroutines++
 		wg.Go(func() {
-			defer func() {
+			for ; msg != nil; msg = <-work {
+				p.process(workCtx, msg, decide)
 				p.inFlight.Add(-1)
 				free <- struct{}{}
 				select {
 				case p.ended <- struct{}{}:
 				default:
 				}
-			}()
-			p.process(workCtx, msg, decide)
+			}
 		})
 	}
 	err := p.pull(pullCtx, free, start)
 	stopPulling() // starts the grace period when pulling failed for good
+	close(work)
 	wg.Wait()
 	return err
 }
