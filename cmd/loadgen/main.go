@@ -1,7 +1,9 @@
 // Command loadgen measures cpcancel end to end on this machine: by default it starts an embedded
 // JetStream server and the API emulator with the chosen latency, runs cpcancel as a child process,
 // publishes -n requests and prints throughput, latency percentiles, lost/duplicated results and
-// cpcancel's peak RSS. With -nats it targets a NATS server where cpcancel already runs.
+// cpcancel's peak RSS. With -nats it targets a NATS server where cpcancel already runs. With
+// -prefill the requests are all stored before cpcancel starts; with -peer another program
+// consumes them instead of cpcancel.
 package main
 
 import (
@@ -50,10 +52,12 @@ func realMain(ctx context.Context) error {
 	flag.StringVar(&s.NATSURL, "nats", "", "NATS URL where cpcancel already runs (empty: start everything here)")
 	flag.DurationVar(&s.Latency, "latency", 0, "API emulator latency (embedded stack only)")
 	flag.BoolVar(&s.SeparateNATS, "nats-process", false, "run nats-server in a process of its own, so that its CPU is measured apart (embedded stack only)")
-	flag.IntVar(&s.Concurrency, "concurrency", 2048, "CPCANCEL_CONCURRENCY of the cpcancel started here (the default's)")
+	flag.BoolVar(&s.Prefill, "prefill", false, "publish every request and wait for its ack before the consumer starts; elapsed then runs from the consumer's start, and latency includes the wait in the stream (embedded stack only)")
+	flag.StringVar(&s.Peer, "peer", "", "shell `COMMAND` to consume instead of cpcancel, with CPCANCEL_NATS_URL, CPCANCEL_CLOUDPARTNER_BASE_URL, CPCANCEL_CLOUDPARTNER_TOKEN, CPCANCEL_REQUEST_STREAM, CPCANCEL_REQUEST_SUBJECT, CPCANCEL_CONSUMER, CPCANCEL_RESULT_SUBJECT_PREFIX, CPCANCEL_CONCURRENCY and -env in its environment; implies -prefill (embedded stack only)")
+	flag.IntVar(&s.Concurrency, "concurrency", 2048, "CPCANCEL_CONCURRENCY of the cpcancel (or peer) started here (the default's)")
 	flag.StringVar(&s.CPUProfile, "cpuprofile", "", "write a CPU profile of the cpcancel started here to this file")
 	flag.StringVar(&s.MemProfile, "memprofile", "", "write an allocation profile of the cpcancel started here to this file when it stops")
-	flag.Func("env", "`KEY=VALUE` added to the environment of the cpcancel started here, e.g. GOMEMLIMIT=30MiB or CPCANCEL_RESULT_MODE=structured (repeatable)", func(v string) error {
+	flag.Func("env", "`KEY=VALUE` added to the environment of the cpcancel (or peer) started here, e.g. GOMEMLIMIT=30MiB or CPCANCEL_RESULT_MODE=structured (repeatable)", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)
 		}
@@ -71,6 +75,10 @@ func realMain(ctx context.Context) error {
 	}
 	defer stopStack()
 	fmt.Printf("loadgen: %d requests, rate %s, API latency %s, concurrency %d\n", o.Requests, rateText(o.Rate), s.Latency, s.Concurrency)
+	if s.Prefill {
+		o.StartConsumer = s.StartConsumer
+		fmt.Printf("prefilled: %s starts once every request is stored; elapsed runs from its start, latency includes the wait in the stream\n", s.ConsumerName())
+	}
 	stopProfile, err := startCPUProfile(*selfProfile)
 	if err != nil {
 		return err
@@ -79,7 +87,7 @@ func realMain(ctx context.Context) error {
 	r, err := loadgen.Run(ctx, js, o)
 	r.Print(os.Stdout)
 	if rss, ok := s.ChildPeakRSS(); ok {
-		fmt.Printf("cpcancel peak RSS %.1f MiB\n", float64(rss)/(1<<20))
+		fmt.Printf("%s peak RSS %.1f MiB\n", s.ConsumerName(), float64(rss)/(1<<20))
 	}
 	printCPU(&s, r.Results)
 	return err
@@ -87,7 +95,7 @@ func realMain(ctx context.Context) error {
 
 // printCPU prints each process's CPU time per result, start-up included.
 func printCPU(s *loadgen.Stack, results int) {
-	cpcancel, natsServer, self, ok := s.CPU()
+	consumer, natsServer, self, ok := s.CPU()
 	if !ok || results == 0 {
 		return
 	}
@@ -95,9 +103,9 @@ func printCPU(s *loadgen.Stack, results int) {
 		return (d / time.Duration(results)).Round(100 * time.Nanosecond).String()
 	}
 	if s.SeparateNATS {
-		fmt.Printf("CPU per result: cpcancel %s  nats-server %s  load tool and emulator %s\n", per(cpcancel), per(natsServer), per(self))
+		fmt.Printf("CPU per result: %s %s  nats-server %s  load tool and emulator %s\n", s.ConsumerName(), per(consumer), per(natsServer), per(self))
 	} else {
-		fmt.Printf("CPU per result: cpcancel %s  load tool, emulator and nats-server %s\n", per(cpcancel), per(self))
+		fmt.Printf("CPU per result: %s %s  load tool, emulator and nats-server %s\n", s.ConsumerName(), per(consumer), per(self))
 	}
 }
 

@@ -33,6 +33,9 @@ type Options struct {
 	RequestSubject, ResultStream string
 	// Offer prefixes every request's offer id (the emulator's catalogue decides the outcome).
 	Offer string
+	// StartConsumer, when set, is called once every request is stored (all publishes
+	// acknowledged), to start what consumes them: the run then measures a pre-filled stream.
+	StartConsumer func() error
 }
 
 // Report is what a run measured.
@@ -40,8 +43,11 @@ type Report struct {
 	Requests, Results, Lost, Duplicates int
 	// Outcomes counts the first result of each request by its outcome (the last part of its type).
 	Outcomes map[string]int
-	// Elapsed runs from the first publish to the last result stored; 0 when no result was.
-	Elapsed            time.Duration
+	// Elapsed runs from the first publish, or from StartConsumer's call when set, to the last
+	// result stored; 0 when no result was.
+	Elapsed time.Duration
+	// Latencies run from each request's publish to its first result stored: with StartConsumer,
+	// they include the wait in the stream.
 	P50, P90, P99, Max time.Duration
 }
 
@@ -137,6 +143,12 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 		mu.Unlock()
 	}); err != nil {
 		return Report{}, err
+	}
+	if o.StartConsumer != nil {
+		start = time.Now()
+		if err := o.StartConsumer(); err != nil {
+			return Report{}, err
+		}
 	}
 	select {
 	case <-all:

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -115,6 +117,13 @@ func runAll(ctx context.Context, t *testing.T, js jetstream.JetStream, offer str
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	checkAll(t, r, requests, outcome)
+	checkTimes(t, r, timeout)
+}
+
+// checkAll checks that each of requests got exactly one result, of outcome.
+func checkAll(t *testing.T, r loadgen.Report, requests int, outcome string) {
+	t.Helper()
 	if r.Requests != requests || r.Results != requests || r.Lost != 0 || r.Duplicates != 0 {
 		t.Errorf("requests %d results %d lost %d duplicated %d, want %d %d 0 0",
 			r.Requests, r.Results, r.Lost, r.Duplicates, requests, requests)
@@ -122,7 +131,103 @@ func runAll(ctx context.Context, t *testing.T, js jetstream.JetStream, offer str
 	if want := map[string]int{outcome: requests}; !maps.Equal(r.Outcomes, want) {
 		t.Errorf("outcomes %v, want %v", r.Outcomes, want)
 	}
-	checkTimes(t, r, timeout)
+}
+
+// TestStackPrefill is -prefill: the load tool creates the streams and stores every request before
+// cpcancel starts; cpcancel takes the streams as they are and answers every request once.
+func TestStackPrefill(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := &loadgen.Stack{Concurrency: 8, Prefill: true, Env: []string{"CPCANCEL_RESULT_MODE=structured"}}
+	js, stop, err := s.Start(ctx)
+	if err != nil {
+		t.Fatalf("start stack: %v", err)
+	}
+	t.Cleanup(stop)
+	runPrefilled(ctx, t, s, js, 300)
+}
+
+// TestStackPeer is -peer: another program, given only its environment, consumes the pre-filled
+// requests instead of cpcancel, with a consumer of its own, and its structured results count.
+func TestStackPeer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("CPU reads /proc")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The peer runs under sh -c: the test binary, quoted, run again as runPeer.
+	s := &loadgen.Stack{Concurrency: 8, SeparateNATS: true, Env: []string{peerEnv + "=1"},
+		Peer: "'" + strings.ReplaceAll(self, "'", `'\''`) + "'"}
+	js, stop, err := s.Start(ctx)
+	if err != nil {
+		t.Fatalf("start stack: %v", err)
+	}
+	t.Cleanup(stop)
+	if !s.Prefill {
+		t.Error("Prefill unset after Start with a Peer; a peer implies it")
+	}
+	runPrefilled(ctx, t, s, js, 300)
+
+	// The peer's own consumer holds the work queue; cpcancel's was never left there to compete.
+	if _, err := js.Consumer(ctx, requestStream, loadgen.PeerConsumer); err != nil {
+		t.Errorf("peer's consumer %s: %v", loadgen.PeerConsumer, err)
+	}
+	if _, err := js.Consumer(ctx, requestStream, defaults.Streams.Consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("cpcancel's consumer %s: error %v, want %v", defaults.Streams.Consumer, err, jetstream.ErrConsumerNotFound)
+	}
+	// The peer runs under a shell, which uses next to no CPU and memory itself: what is measured
+	// must be the peer's too (a Go program that answered 300 requests).
+	consumer, natsServer, _, ok := s.CPU()
+	rss, rssOK := s.ChildPeakRSS()
+	t.Logf("peer CPU %s, peak RSS %.1f MiB; nats-server CPU %s", consumer, float64(rss)/(1<<20), natsServer)
+	if !ok || consumer <= 0 || natsServer <= 0 {
+		t.Errorf("CPU() = %s (peer), %s (nats-server), ok %t; want each positive, true", consumer, natsServer, ok)
+	}
+	if !rssOK || rss < 4<<20 || rss > 1<<30 {
+		t.Errorf("ChildPeakRSS() = %d, %t; want 4 MiB to 1 GiB, true", rss, rssOK)
+	}
+	if s.ConsumerName() != "peer" {
+		t.Errorf("ConsumerName() = %q, want peer", s.ConsumerName())
+	}
+}
+
+// runPrefilled runs requests on a Stack with Prefill: every request must be in the request stream
+// when the consumer starts, and get exactly one result (the emulator accepts: cancelling).
+func runPrefilled(ctx context.Context, t *testing.T, s *loadgen.Stack, js jetstream.JetStream, requests int) {
+	t.Helper()
+	const timeout = 20 * time.Second
+	var stored uint64
+	r, err := loadgen.Run(ctx, js, loadgen.Options{
+		Requests: requests, Timeout: timeout, Offer: "loadgen-offer",
+		RequestSubject: requestSubject, ResultStream: resultStream,
+		StartConsumer: func() error {
+			stored = requestStreamState(t, js).Msgs
+			return s.StartConsumer()
+		},
+	})
+	var printed strings.Builder
+	r.Print(&printed)
+	t.Logf("report:\n%s", printed.String())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if stored != uint64(requests) {
+		t.Errorf("%d requests in the stream when the consumer started, want all %d", stored, requests)
+	}
+	checkAll(t, r, requests, "cancelling")
+	// Elapsed runs from the consumer's start, after every publish: the last result's latency,
+	// which ran from its publish, is longer.
+	if !(0 < r.P50 && r.P50 <= r.P90 && r.P90 <= r.P99 && r.P99 <= r.Max && r.Max < timeout) {
+		t.Errorf("latencies p50 %s p90 %s p99 %s max %s, want 0 < p50 <= p90 <= p99 <= max < %s",
+			r.P50, r.P90, r.P99, r.Max, timeout)
+	}
+	if r.Elapsed <= 0 || r.Elapsed > r.Max {
+		t.Errorf("elapsed %s, want in (0, max latency %s]", r.Elapsed, r.Max)
+	}
 }
 
 // checkTimes checks that the report's latencies and throughput are those of a run that worked.
@@ -166,6 +271,12 @@ func startBroker(t *testing.T) (jetstream.JetStream, jetstream.Consumer) {
 // sequence, not its current count).
 func published(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
+	return requestStreamState(t, js).LastSeq
+}
+
+// requestStreamState is the request stream's state now.
+func requestStreamState(t *testing.T, js jetstream.JetStream) jetstream.StreamState {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, requestStream)
@@ -176,7 +287,7 @@ func published(t *testing.T, js jetstream.JetStream) uint64 {
 	if err != nil {
 		t.Fatalf("request stream info: %v", err)
 	}
-	return info.State.LastSeq
+	return info.State
 }
 
 func TestRunRejectsRequestCount(t *testing.T) {
