@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,11 +291,16 @@ func TestConcurrencyBound(t *testing.T) {
 			}
 		}})
 	var now, most atomic.Int32
+	var mu sync.Mutex
+	goroutines := map[string]bool{}
 	run(t, p, func(ctx context.Context, msg jetstream.Msg) worker.Decision {
 		n := now.Add(1)
 		defer now.Add(-1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
+		mu.Lock()
+		goroutines[goroutineID()] = true
+		mu.Unlock()
 		time.Sleep(20 * time.Millisecond)
 		return worker.Ack()
 	})
@@ -302,7 +308,21 @@ func TestConcurrencyBound(t *testing.T) {
 	if m := most.Load(); m > concurrency || m < 2 {
 		t.Errorf("at most %d decisions ran at once, want 2..%d", m, concurrency)
 	}
+	// Goroutines stay for the next message rather than one being started per message.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(goroutines) > concurrency {
+		t.Errorf("%d goroutines decided %d messages, want at most %d", len(goroutines), total, concurrency)
+	}
 	waitFor(t, 5*time.Second, "work queue empty", func() bool { return e.msgsInStream(t) == 0 })
+}
+
+// goroutineID is the calling goroutine's number, from the first line of its stack trace.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
 }
 
 // limit is a Limiter whose limit the test sets.
