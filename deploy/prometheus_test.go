@@ -83,7 +83,7 @@ func servedSeries(t *testing.T) map[string]bool {
 	metrics.RegisterStorage(reg, func(context.Context) ([]metrics.StreamUsage, error) {
 		return []metrics.StreamUsage{{Stream: "CPCANCEL_REQUESTS", Bytes: 1, MaxBytes: 2, Messages: 1}}, nil
 	})
-	metrics.RegisterConcurrencyLimit(reg, func() int { return 8 })
+	metrics.RegisterConcurrencyLimit(reg, func() int { return 8 }, 8, 64)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func servedSeries(t *testing.T) map[string]bool {
 	for _, f := range families {
 		series[f.GetName()] = true
 	}
-	for _, must := range []string{"cpcancel_stream_bytes", "cpcancel_stream_max_bytes", "cpcancel_stream_messages", "cpcancel_stream_usage_errors_total", "cpcancel_concurrency_limit"} {
+	for _, must := range []string{"cpcancel_stream_bytes", "cpcancel_stream_max_bytes", "cpcancel_stream_messages", "cpcancel_stream_usage_errors_total", "cpcancel_concurrency_limit", "cpcancel_concurrency_limit_min", "cpcancel_concurrency_limit_max"} {
 		if !series[must] {
 			t.Fatalf("served series lack %s: metrics.RegisterStorage or RegisterConcurrencyLimit changed shape, fix servedSeries", must)
 		}

@@ -162,10 +162,22 @@ func Handler(g prometheus.Gatherer) http.Handler {
 }
 
 // RegisterConcurrencyLimit registers, on reg, the gauge cpcancel_concurrency_limit: how many
-// requests may be in flight now, read through limit at each scrape.
-func RegisterConcurrencyLimit(reg prometheus.Registerer, limit func() int) {
+// requests may be in flight now, read through limit at each scrape; and beside it the gauges
+// cpcancel_concurrency_limit_min and cpcancel_concurrency_limit_max, the floor and ceiling the
+// limit stays between (equal when the limit is fixed), so that a rule can tell a limit held at its
+// floor from one that is fixed there.
+func RegisterConcurrencyLimit(reg prometheus.Registerer, limit func() int, floor, ceiling int) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "concurrency_limit",
 		Help: "Requests that may be in flight now: the adaptive limit, between CPCANCEL_CONCURRENCY_MIN and CPCANCEL_CONCURRENCY.",
 	}, func() float64 { return float64(limit()) }))
+	bound := func(name, help string, v int) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
+		g.Set(float64(v))
+		return g
+	}
+	reg.MustRegister(
+		bound("concurrency_limit_min", "The floor of the adaptive concurrency limit, where it starts (CPCANCEL_CONCURRENCY_MIN, at most CPCANCEL_CONCURRENCY).", floor),
+		bound("concurrency_limit_max", "The ceiling of the adaptive concurrency limit (CPCANCEL_CONCURRENCY); equal to the floor when the limit is fixed.", ceiling),
+	)
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -74,16 +75,40 @@ func TestMetricsLint(t *testing.T) {
 }
 
 func TestConcurrencyLimit(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	limit := 8
-	RegisterConcurrencyLimit(reg, func() int { return limit })
-	limit = 300
-	want := `
+	for _, tc := range []struct {
+		name                  string
+		limit, floor, ceiling int
+	}{
+		{"adaptive", 300, 8, 2048},
+		{"fixed", 128, 128, 128},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			limit := tc.floor
+			RegisterConcurrencyLimit(reg, func() int { return limit }, tc.floor, tc.ceiling)
+			limit = tc.limit // read at the scrape, not at registration
+			want := fmt.Sprintf(`
 # HELP cpcancel_concurrency_limit Requests that may be in flight now: the adaptive limit, between CPCANCEL_CONCURRENCY_MIN and CPCANCEL_CONCURRENCY.
 # TYPE cpcancel_concurrency_limit gauge
-cpcancel_concurrency_limit 300
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "cpcancel_concurrency_limit"); err != nil {
-		t.Error(err)
+cpcancel_concurrency_limit %d
+# HELP cpcancel_concurrency_limit_max The ceiling of the adaptive concurrency limit (CPCANCEL_CONCURRENCY); equal to the floor when the limit is fixed.
+# TYPE cpcancel_concurrency_limit_max gauge
+cpcancel_concurrency_limit_max %d
+# HELP cpcancel_concurrency_limit_min The floor of the adaptive concurrency limit, where it starts (CPCANCEL_CONCURRENCY_MIN, at most CPCANCEL_CONCURRENCY).
+# TYPE cpcancel_concurrency_limit_min gauge
+cpcancel_concurrency_limit_min %d
+`, tc.limit, tc.ceiling, tc.floor)
+			if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+				"cpcancel_concurrency_limit", "cpcancel_concurrency_limit_min", "cpcancel_concurrency_limit_max"); err != nil {
+				t.Error(err)
+			}
+			problems, err := testutil.GatherAndLint(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range problems {
+				t.Errorf("%s: %s", p.Metric, p.Text)
+			}
+		})
 	}
 }

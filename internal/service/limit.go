@@ -9,10 +9,16 @@ import (
 	"github.com/cpcancel/cpcancel/internal/config"
 )
 
-// newLimit is the adaptive limit on requests in flight, between CPCANCEL_CONCURRENCY_MIN and
-// CPCANCEL_CONCURRENCY; a floor at or above the ceiling fixes it at the ceiling.
+// newLimit is the adaptive limit on requests in flight, between limitBounds.
 func newLimit(cfg config.Processing) *adaptive.Limiter {
-	return adaptive.New(adaptive.Config{Min: min(cfg.ConcurrencyMin, cfg.Concurrency), Max: cfg.Concurrency})
+	floor, ceiling := limitBounds(cfg)
+	return adaptive.New(adaptive.Config{Min: floor, Max: ceiling})
+}
+
+// limitBounds are the floor and ceiling of the adaptive limit: CPCANCEL_CONCURRENCY_MIN and
+// CPCANCEL_CONCURRENCY; a floor at or above the ceiling fixes the limit at the ceiling.
+func limitBounds(cfg config.Processing) (floor, ceiling int) {
+	return min(cfg.ConcurrencyMin, cfg.Concurrency), cfg.Concurrency
 }
 
 // limitObserver passes every API exchange on to the metrics and each Cancel POST's answer to the

@@ -17,10 +17,16 @@ import (
 // fixed limit at the same ceiling, which keeps every worker calling into the storm.
 func TestAdaptiveLimitInThrottleStorm(t *testing.T) {
 	const ceiling = "128"
-	storm := func(t *testing.T, env map[string]string) (callsPerSecond, limit float64) {
+	storm := func(t *testing.T, env map[string]string, wantFloor, wantCeiling float64) (callsPerSecond, limit float64) {
 		st := newStack(t, emulator.Options{Latency: 50 * time.Millisecond})
 		st.emu.SetRates(emulator.Rates{Throttle: 0.5, RetryAfter: "1"})
 		st.svc = startService(t, st.env(env))
+		// The bounds the alert CpcancelConcurrencyAtFloor compares the limit with.
+		for name, want := range map[string]float64{"cpcancel_concurrency_limit_min": wantFloor, "cpcancel_concurrency_limit_max": wantCeiling} {
+			if got := metricValue(t, st.svc.Registry(), name); got != want {
+				t.Errorf("%s = %v with %v, want %v", name, got, env, want)
+			}
+		}
 		for i := range 3000 {
 			hdr, body, err := natsce.Encode(context.Background(), request(t, "/test", fmt.Sprintf("storm-%d", i), "contoso", "sync-offer"), natsce.Binary)
 			if err != nil {
@@ -49,10 +55,10 @@ func TestAdaptiveLimitInThrottleStorm(t *testing.T) {
 	}
 	var fixed, adaptive, fixedLimit, adaptiveLimit float64
 	t.Run("fixed", func(t *testing.T) {
-		fixed, fixedLimit = storm(t, map[string]string{"CPCANCEL_CONCURRENCY": ceiling, "CPCANCEL_CONCURRENCY_MIN": ceiling})
+		fixed, fixedLimit = storm(t, map[string]string{"CPCANCEL_CONCURRENCY": ceiling, "CPCANCEL_CONCURRENCY_MIN": ceiling}, 128, 128)
 	})
 	t.Run("adaptive", func(t *testing.T) {
-		adaptive, adaptiveLimit = storm(t, map[string]string{"CPCANCEL_CONCURRENCY": ceiling})
+		adaptive, adaptiveLimit = storm(t, map[string]string{"CPCANCEL_CONCURRENCY": ceiling}, 8, 128)
 	})
 	t.Logf("API calls per second in the storm: fixed limit %.0f (limit %v), adaptive %.0f (limit %v)",
 		fixed, fixedLimit, adaptive, adaptiveLimit)

@@ -199,7 +199,8 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 	s.log.Info("Cloud Partner API credentials", "source", tokenDesc)
 	tracer := s.tracing.Tracer() // nil: off
 	limit := newLimit(cfg.Processing)
-	metrics.RegisterConcurrencyLimit(s.registry, limit.Limit)
+	floor, ceiling := limitBounds(cfg.Processing)
+	metrics.RegisterConcurrencyLimit(s.registry, limit.Limit, floor, ceiling)
 	api, err := cloudpartner.New(cloudpartner.Config{
 		Tracer:  tracer,
 		BaseURL: cfg.CloudPartner.BaseURL, APIVersion: cfg.CloudPartner.APIVersion, Tokens: tokens,
