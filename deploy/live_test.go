@@ -80,7 +80,7 @@ var livePanelReasons = map[string]string{
 	"Requests waiting":   "nats_* series come from the NATS exporter, which the live test does not run",
 	"Consumer lag":       "nats_* series come from the NATS exporter, which the live test does not run",
 	"In flight":          "a request is in flight for milliseconds: a 1 s scrape may never see one",
-	"In-flight requests": "a request is in flight for milliseconds: a 1 s scrape may never see one (its limit, the other series, stays at the floor of 8 with CPCANCEL_CONCURRENCY=8)",
+	"In-flight requests": "a request is in flight for milliseconds: a 1 s scrape may never see one (its limit, floor and ceiling, the other series, all stay at 8 with CPCANCEL_CONCURRENCY=8)",
 }
 
 const (
