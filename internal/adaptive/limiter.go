@@ -9,10 +9,11 @@
 //   - any pushback: the limit is multiplied by Backoff (once per window however many calls were
 //     pushed back, as their answers all tell of the same overload);
 //   - else the window's mean latency m against the low b: when m <= max(Tolerance × b, b + Slack)
-//     (Slack keeps the noise of sub-millisecond latencies from reading as queueing) the limit grows,
-//     doubling until the first decrease (slow start) and by √limit after it; when m is higher the
-//     limit moves a fifth of the way to limit × that bound / m (so by 10 % at most), as
-//     latency under a CPU-bound load is noisy and a deep cut takes many windows to grow back;
+//     the limit grows, doubling until the first decrease (slow start) and by √limit after it
+//     (Slack keeps a fast API's latency, which under load is mostly cpcancel's own wait for a CPU,
+//     from reading as queueing at the API); when m is higher the limit moves a fifth of the way
+//     to limit × that bound / m (so by 10 % at most), as latency under a CPU-bound load is noisy
+//     and a deep cut takes many windows to grow back;
 //   - the limit grows only when at least half of it was in use in the window (InFlight), so that
 //     a quiet spell does not leave it at the ceiling when a burst comes;
 //   - the low b is the least window mean seen, drifting up by 1 % of the gap per window so that
@@ -31,7 +32,7 @@ type Config struct {
 	Min, Max int // the limit stays in [Min, Max]; it starts at Min
 	// Tolerance is how much the window latency may exceed the low before the limit shrinks; 2.
 	Tolerance float64
-	// Slack is latency above the low that never counts as queueing; 5ms.
+	// Slack is latency above the low that never counts as queueing; 20ms.
 	Slack time.Duration
 	// Backoff multiplies the limit after a window with pushback; 0.7.
 	Backoff float64
@@ -68,7 +69,7 @@ func New(cfg Config) *Limiter {
 		cfg.Backoff = 0.7
 	}
 	if cfg.Slack <= 0 {
-		cfg.Slack = 5 * time.Millisecond
+		cfg.Slack = 20 * time.Millisecond
 	}
 	if cfg.MinWindow <= 0 {
 		cfg.MinWindow = 100 * time.Millisecond

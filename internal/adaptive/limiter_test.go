@@ -179,12 +179,12 @@ func TestSubMillisecondNoiseIsNoQueueing(t *testing.T) {
 	l, c := newLimiter(8, 1024)
 	run(l, c, 2, 200*time.Microsecond, false) // 32, low 0.2ms
 	before := l.Limit()
-	limits := run(l, c, 1, 3*time.Millisecond, false) // 15× the low, within 5ms of it
+	limits := run(l, c, 1, 15*time.Millisecond, false) // 75× the low, within 20ms of it
 	if limits[0] <= before {
-		t.Fatalf("limit %d → %d at 3ms after a low of 0.2ms, want it to grow", before, limits[0])
+		t.Fatalf("limit %d → %d at 15ms after a low of 0.2ms, want it to grow", before, limits[0])
 	}
-	limits = run(l, c, 1, 20*time.Millisecond, false)
+	limits = run(l, c, 1, 40*time.Millisecond, false)
 	if limits[0] >= 2*before {
-		t.Fatalf("limit %d at 20ms after a low of 0.2ms, want it to shrink", limits[0])
+		t.Fatalf("limit %d at 40ms after a low of 0.2ms, want it to shrink", limits[0])
 	}
 }
