@@ -262,12 +262,16 @@ func (a CloudPartner) Validate() error {
 	return p.err()
 }
 
+// maxConcurrency bounds CPCANCEL_CONCURRENCY: each request in flight costs about 90 KiB, so the
+// most in flight stays within 1.5 GiB.
+const maxConcurrency = 16384
+
 // Validate reports the group's invalid settings, each naming its variable. Whether the shutdown
 // grace period covers an API call depends on CPCANCEL_HTTP_TIMEOUT: Config.Validate checks that.
 func (r Processing) Validate() error {
 	var p problems
-	p.between("CPCANCEL_CONCURRENCY", r.Concurrency, 1, 4096)
-	p.between("CPCANCEL_CONCURRENCY_MIN", r.ConcurrencyMin, 1, 4096)
+	p.between("CPCANCEL_CONCURRENCY", r.Concurrency, 1, maxConcurrency)
+	p.between("CPCANCEL_CONCURRENCY_MIN", r.ConcurrencyMin, 1, maxConcurrency)
 	p.between("CPCANCEL_MAX_ATTEMPTS", r.MaxAttempts, 1, 100)
 	if r.MaxRequestBytes < 1 {
 		p.add("CPCANCEL_MAX_REQUEST_BYTES", "must be at least 1, got %d", r.MaxRequestBytes)

@@ -232,9 +232,9 @@ func TestLoadValid(t *testing.T) {
 			func(c *config.Config) {
 				c.NATS.URL, c.NATS.DataDir, c.NATS.EmbeddedListen = "nats://nats:4222", "", "nohost"
 			}},
-		{"upper bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "100", "CPCANCEL_CONCURRENCY", "4096", "CPCANCEL_CONCURRENCY_MIN", "4096"},
+		{"upper bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "100", "CPCANCEL_CONCURRENCY", "16384", "CPCANCEL_CONCURRENCY_MIN", "16384"},
 			func(c *config.Config) {
-				c.Processing.MaxAttempts, c.Processing.Concurrency, c.Processing.ConcurrencyMin = 100, 4096, 4096
+				c.Processing.MaxAttempts, c.Processing.Concurrency, c.Processing.ConcurrencyMin = 100, 16384, 16384
 			}},
 		{"lower bounds", []string{"CPCANCEL_MAX_ATTEMPTS", "1", "CPCANCEL_CONCURRENCY", "1", "CPCANCEL_CONCURRENCY_MIN", "1", "CPCANCEL_MAX_REQUEST_BYTES", "1"},
 			func(c *config.Config) {
