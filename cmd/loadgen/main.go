@@ -84,6 +84,7 @@ func realMain(ctx context.Context) error {
 		return err
 	}
 	defer stopProfile()
+	o.ConsumerExited = s.ConsumerExited()
 	r, err := loadgen.Run(ctx, js, o)
 	r.Print(os.Stdout)
 	if rss, ok := s.ChildPeakRSS(); ok {

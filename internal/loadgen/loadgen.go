@@ -36,6 +36,8 @@ type Options struct {
 	// StartConsumer, when set, is called once every request is stored (all publishes
 	// acknowledged), to start what consumes them: the run then measures a pre-filled stream.
 	StartConsumer func() error
+	// ConsumerExited, when closed, ends the run: what consumes has exited.
+	ConsumerExited <-chan struct{}
 }
 
 // Report is what a run measured.
@@ -150,9 +152,12 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 			return Report{}, err
 		}
 	}
+	exited := false
 	select {
 	case <-all:
 	case <-ctx.Done():
+	case <-o.ConsumerExited:
+		exited = true
 	}
 	// Let late duplicates show up before counting.
 	time.Sleep(200 * time.Millisecond)
@@ -177,7 +182,10 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Report, error)
 		at := func(q float64) time.Duration { return latencies[min(len(latencies)-1, int(q*float64(len(latencies))))] }
 		r.P50, r.P90, r.P99, r.Max = at(.50), at(.90), at(.99), latencies[len(latencies)-1]
 	}
-	if r.Lost > 0 {
+	switch {
+	case r.Lost > 0 && exited:
+		return r, fmt.Errorf("%d of %d results missing: the consumer exited (its error is above)", r.Lost, o.Requests)
+	case r.Lost > 0:
 		return r, fmt.Errorf("%d of %d results missing after %s", r.Lost, o.Requests, o.Timeout)
 	}
 	return r, nil

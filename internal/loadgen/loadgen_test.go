@@ -147,6 +147,33 @@ func TestStackPrefill(t *testing.T) {
 	runPrefilled(ctx, t, s, js, 300)
 }
 
+// A consumer that exits (here cpcancel refusing its configuration) ends the run at once, saying
+// so, instead of leaving it to wait for its timeout.
+func TestConsumerExitEndsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bad := []string{"CPCANCEL_MAX_ATTEMPTS=0"}
+	s := &loadgen.Stack{Concurrency: 8, Env: bad}
+	if _, stop, err := s.Start(ctx); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Errorf("Start with a consumer that exits: %v, want it to say the consumer exited", err)
+		stop()
+	}
+
+	s = &loadgen.Stack{Concurrency: 8, Prefill: true, Env: bad}
+	js, stop, err := s.Start(ctx)
+	if err != nil {
+		t.Fatalf("start stack: %v", err)
+	}
+	t.Cleanup(stop)
+	_, err = loadgen.Run(ctx, js, loadgen.Options{
+		Requests: 10, Timeout: time.Hour, Offer: "sync-exit", RequestSubject: requestSubject, ResultStream: resultStream,
+		StartConsumer: s.StartConsumer, ConsumerExited: s.ConsumerExited(),
+	})
+	if err == nil || !strings.Contains(err.Error(), "consumer exited") {
+		t.Errorf("Run with a consumer that exits: %v, want it to say the consumer exited", err)
+	}
+}
+
 // TestStackPeer is -peer: another program, given only its environment, consumes the pre-filled
 // requests instead of cpcancel, with a consumer of its own, and its structured results count.
 func TestStackPeer(t *testing.T) {

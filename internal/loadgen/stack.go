@@ -65,8 +65,9 @@ type Stack struct {
 	Peer string
 
 	// child is the consumer (not started yet with Prefill); natsChild is nats-server, with
-	// SeparateNATS.
+	// SeparateNATS. exited is closed once the consumer has exited.
 	child, natsChild *exec.Cmd
+	exited           chan struct{}
 }
 
 // Start connects to NATSURL, or starts the self-contained stack; stop undoes it. Unless Prefill
@@ -107,7 +108,7 @@ func (s *Stack) Start(ctx context.Context) (js jetstream.JetStream, stop func(),
 		err = s.provision(ctx, js)
 	default:
 		if err = s.StartConsumer(); err == nil {
-			err = waitConsuming(ctx, js)
+			err = waitConsuming(ctx, js, s.exited)
 		}
 	}
 	return js, stop, err
@@ -119,8 +120,17 @@ func (s *Stack) StartConsumer() error {
 	if err := s.child.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.ConsumerName(), err)
 	}
+	go func() {
+		s.child.Wait()
+		close(s.exited)
+	}()
 	return nil
 }
+
+// ConsumerExited is closed when the consumer child has exited (a run ends at once: a consumer
+// refusing its configuration would otherwise leave it waiting for its timeout); nil when
+// cpcancel runs elsewhere.
+func (s *Stack) ConsumerExited() <-chan struct{} { return s.exited }
 
 // ConsumerName is what reports call the consumer: "peer" or "cpcancel".
 func (s *Stack) ConsumerName() string {
@@ -171,9 +181,11 @@ func (s *Stack) startLocal(stops *[]func()) (string, error) {
 	if s.child, err = s.consumerCommand(natsURL, emu.URL, token); err != nil {
 		return "", err
 	}
+	s.exited = make(chan struct{})
 	*stops = append(*stops, func() {
 		if s.child.Process != nil {
-			stopChild(s.child)
+			syscall.Kill(-s.child.Process.Pid, syscall.SIGTERM) // as stopChild, reaped by StartConsumer's goroutine
+			<-s.exited
 		}
 	})
 	return natsURL, nil
@@ -277,7 +289,7 @@ func RunNATS(ctx context.Context, listen, dir string) error {
 }
 
 // waitConsuming waits until cpcancel's consumer exists and has a pull request waiting.
-func waitConsuming(ctx context.Context, js jetstream.JetStream) error {
+func waitConsuming(ctx context.Context, js jetstream.JetStream, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	streams := config.Default().Streams // the child's, unless its environment names others
@@ -290,6 +302,8 @@ func waitConsuming(ctx context.Context, js jetstream.JetStream) error {
 		select {
 		case <-ctx.Done():
 			return errors.New("cpcancel did not start consuming within 30s")
+		case <-exited:
+			return errors.New("cpcancel exited before it started consuming (its error is above)")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
