@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -870,5 +871,49 @@ func TestCleanFastPath(t *testing.T) {
 	walk("", 0)
 	if got := clean("a secret here", maxMessageBytes, []string{"secret"}); got != "a [redacted] here" {
 		t.Errorf("clean redacts nothing on the shortcut: %q", got)
+	}
+}
+
+// The default transport opens no more connections to the API than it keeps alive: calls beyond
+// wait for a free one, instead of a burst leaving thousands of idle connections behind.
+func TestConnectionsBoundedByIdlePool(t *testing.T) {
+	const idle, calls = 2, 12
+	var mu sync.Mutex
+	open, most := 0, 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		w.Header().Set("Location", migratedLocation)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch s {
+		case http.StateNew:
+			open++
+			most = max(most, open)
+		case http.StateClosed, http.StateHijacked:
+			open--
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c, err := New(Config{BaseURL: srv.URL, Tokens: StaticToken(testToken), MaxIdleConns: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range calls {
+		wg.Go(func() {
+			if _, err := c.Cancel(context.Background(), contoso); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if most > idle {
+		t.Errorf("%d connections open at once for %d concurrent calls, want at most %d", most, calls, idle)
 	}
 }
