@@ -262,8 +262,8 @@ func (a CloudPartner) Validate() error {
 	return p.err()
 }
 
-// maxConcurrency bounds CPCANCEL_CONCURRENCY: each request in flight costs about 90 KiB, so the
-// most in flight stays within 1.5 GiB.
+// maxConcurrency bounds CPCANCEL_CONCURRENCY: each request in flight costs 50–100 KiB, so the
+// most in flight stays within 1.6 GiB.
 const maxConcurrency = 16384
 
 // Validate reports the group's invalid settings, each naming its variable. Whether the shutdown
