@@ -151,7 +151,8 @@ func (f *Follower) Schedule(ctx context.Context, key, location string) error {
 //
 // Failures of NATS never end following; a failure of the API ends it only when permanent. An
 // operation known to have ended (by this request's poll or another's) gives its own result, even
-// past the deadline; otherwise the deadline ends following with follow_timeout. When ctx ends
+// past the deadline; otherwise the first poll past the deadline that the API answers ends
+// following with follow_timeout (polls that get no answer at all go on for a while after it). When ctx ends
 // (shutdown) it hands the task back within a second, leaving the request's record as it is.
 func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) (decision worker.Decision) {
 	meta, err := msg.Metadata()
@@ -220,9 +221,10 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		return f.retry(ctx, meta, "poll record not read", err), nil
 	case rec.Terminal:
 		return end(ended(rec.Poll))
-	case now.After(e.Follow.Deadline) && rec.Revision != 0 && rec.LastPoll.After(e.Follow.Deadline):
-		// Polled since the deadline and still not ended. Before that, the deadline alone ends
-		// nothing: an outage may have kept every poll back, so the last word is a fresh poll's.
+	case now.After(e.Follow.Deadline) && rec.Answered.After(e.Follow.Deadline):
+		// A poll since the deadline read the operation's status, and it had not ended. Before
+		// that, the deadline alone ends nothing: an outage may have kept every poll (or every
+		// answer) back, so the last word is a fresh poll's.
 		return end(f.timedOut(rec.Status))
 	case rec.Revision != 0 && now.Before(rec.LastPoll.Add(f.cfg.Interval)):
 		return worker.Nak(rec.LastPoll.Add(f.cfg.Interval).Sub(now)+jitter(time.Second), "operation polled recently"), nil
@@ -257,12 +259,34 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation "+op.Status), nil
 	case errors.As(err, &apiErr) && !apiErr.Transient:
 		return end(permanent(apiErr))
-	case now.After(e.Follow.Deadline):
+	case now.After(e.Follow.Deadline) && (answered(err) || now.After(e.Follow.Deadline.Add(f.unansweredGrace()))):
 		return end(f.timedOut(rec.Status))
+	case now.After(e.Follow.Deadline):
+		// No answer at all (the API slow or out of reach): the operation may well have ended
+		// meanwhile. Ask again an interval from now, for a while.
+		f.log.WarnContext(ctx, "operation status not read after the follow deadline, polling again", "key", key, "err", err)
+		return worker.Nak(f.cfg.Interval+jitter(time.Second), "operation status not read"), nil
 	default:
 		f.log.WarnContext(ctx, "operation status not read, polling again", "key", key, "err", err)
 		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation status not read"), nil
 	}
+}
+
+// answered reports whether a poll that failed got an answer from the API (an HTTP status), as
+// against none at all: a timeout, a connection that failed, no token.
+func answered(err error) bool {
+	var apiErr *cloudpartner.Error
+	return errors.As(err, &apiErr) && apiErr.StatusCode != 0
+}
+
+// maxUnansweredGrace bounds how long after the deadline polls that get no answer go on: well
+// inside the hour that the request's record outlives the deadline by (CPCANCEL_IDEMPOTENCY_TTL).
+const maxUnansweredGrace = 10 * time.Minute
+
+// unansweredGrace is how long after the deadline polls that get no answer at all go on:
+// CPCANCEL_FOLLOW_TIMEOUT, at most maxUnansweredGrace. An answer ends following at once.
+func (f *Follower) unansweredGrace() time.Duration {
+	return min(f.cfg.Timeout, maxUnansweredGrace)
 }
 
 // ending is how following ends: the final result's outcome and what its data says of the

@@ -48,9 +48,11 @@ type decideCase struct {
 	// the task's when it differs; body replaces the task's body.
 	location, taskLocation string
 	body                   []byte
-	// poll is the operation's poll record, last claimed pollAgo ago; nil for none.
-	poll    *state.Poll
-	pollAgo time.Duration
+	// poll is the operation's poll record, last claimed pollAgo ago, and answered then unless
+	// pollUnanswered; nil for none.
+	poll           *state.Poll
+	pollAgo        time.Duration
+	pollUnanswered bool
 	// answer is the Poller's; cancel makes the poll end with a shutdown.
 	answer      func(context.Context, string) (cloudpartner.Operation, error)
 	shutdown    bool
@@ -116,6 +118,25 @@ var decideCases = []decideCase{
 		wantResults: []wantResult{{outcome: cancelevent.Cancelled, status: 200, opStatus: "Canceled"}}},
 	{name: "deadline passed before any poll", deadlineIn: -time.Second,
 		answer:   answer(cloudpartner.Operation{}, &cloudpartner.Error{StatusCode: 503, Code: "ServiceUnavailable", Transient: true}),
+		wantKind: worker.KindAck, wantPhase: state.Final, wantPolls: 1,
+		wantResults: []wantResult{{outcome: cancelevent.Failed, code: cancelevent.CodeFollowTimeout, inMessage: []string{"not read"}}}},
+	{name: "deadline passed, an answer that is not the status", deadlineIn: -time.Second,
+		answer:   answer(cloudpartner.Operation{}, apiError(404, true)),
+		wantKind: worker.KindAck, wantPhase: state.Final, wantPolls: 1,
+		wantResults: []wantResult{{outcome: cancelevent.Failed, code: cancelevent.CodeFollowTimeout, inMessage: []string{"not read"}}}},
+	// Regression (fault injection): the state bucket was down past the deadline, and the first
+	// poll after it timed out in a slow spell of the API. That poll ended following with
+	// follow_timeout, although the operation had long been cancelled.
+	{name: "deadline passed, no answer", deadlineIn: -time.Second, poll: &state.Poll{Status: "running"}, pollAgo: 2 * time.Minute,
+		answer:   answer(cloudpartner.Operation{}, &cloudpartner.Error{Code: cancelevent.CodeTransportError, Transient: true}),
+		wantKind: worker.KindNak, wantDelay: [2]time.Duration{interval, interval + time.Second}, wantPhase: state.Following, wantPolls: 1},
+	{name: "deadline passed, no answer since, operation ended", deadlineIn: -interval - 10*time.Second,
+		poll: &state.Poll{Status: "running"}, pollAgo: interval + time.Second, pollUnanswered: true,
+		answer:   answer(cloudpartner.Operation{Status: "Canceled"}, nil),
+		wantKind: worker.KindAck, wantPhase: state.Final, wantPolls: 1,
+		wantResults: []wantResult{{outcome: cancelevent.Cancelled, status: 200, opStatus: "Canceled"}}},
+	{name: "deadline passed long ago, no answer", deadlineIn: -maxUnansweredGrace - time.Second,
+		answer:   answer(cloudpartner.Operation{}, errors.New("connection reset")),
 		wantKind: worker.KindAck, wantPhase: state.Final, wantPolls: 1,
 		wantResults: []wantResult{{outcome: cancelevent.Failed, code: cancelevent.CodeFollowTimeout, inMessage: []string{"not read"}}}},
 	{name: "polled recently", poll: &state.Poll{Status: "running"}, pollAgo: 20 * time.Second,
@@ -207,9 +228,14 @@ func (tc decideCase) run(t *testing.T) {
 		must(t, err)
 	}
 	if tc.poll != nil {
-		claimed, err := e.store.ClaimPoll(bg, loc, state.PollEntry{}, now.Add(-tc.pollAgo))
-		must(t, err)
-		must(t, e.store.RecordPoll(bg, loc, claimed, *tc.poll))
+		if tc.pollUnanswered {
+			_, err := e.store.ClaimPoll(bg, loc, state.PollEntry{Poll: *tc.poll}, now.Add(-tc.pollAgo))
+			must(t, err)
+		} else {
+			claimed, err := e.store.ClaimPoll(bg, loc, state.PollEntry{}, now.Add(-tc.pollAgo))
+			must(t, err)
+			must(t, e.store.RecordPoll(bg, loc, claimed, *tc.poll))
+		}
 	}
 	body := tc.body
 	if body == nil {

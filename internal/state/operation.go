@@ -19,8 +19,10 @@ import (
 type Poll struct {
 	// LastPoll is when the operation was last claimed for a poll.
 	LastPoll time.Time `json:"lastPoll"`
-	// Status is the operation's status at the last poll that got one; empty before.
-	Status string `json:"status,omitempty"`
+	// Status is the operation's status at the last poll that got one; empty before. Answered is
+	// when that poll was claimed (zero in records written before it was kept).
+	Status   string    `json:"status,omitempty"`
+	Answered time.Time `json:"answered,omitzero"`
 	// Terminal says the operation ended (Status is final), Cancelled that it ended cancelled.
 	Terminal  bool `json:"terminal,omitempty"`
 	Cancelled bool `json:"cancelled,omitempty"`
@@ -77,7 +79,7 @@ func (s *Store) ClaimPoll(ctx context.Context, location string, cur PollEntry, n
 // top of the current one unless that one is terminal (then RecordPoll does nothing), once; a
 // second change fails with ErrConflict.
 func (s *Store) RecordPoll(ctx context.Context, location string, claimed PollEntry, p Poll) error {
-	p.LastPoll = claimed.LastPoll
+	p.LastPoll, p.Answered = claimed.LastPoll, claimed.LastPoll
 	_, err := s.putPoll(ctx, location, p, claimed.Revision)
 	if !errors.Is(err, ErrConflict) {
 		return err
@@ -86,7 +88,7 @@ func (s *Store) RecordPoll(ctx context.Context, location string, claimed PollEnt
 	if err != nil || cur.Terminal {
 		return err
 	}
-	p.LastPoll = later(p.LastPoll, cur.LastPoll)
+	p.LastPoll, p.Answered = later(p.LastPoll, cur.LastPoll), later(p.Answered, cur.Answered)
 	_, err = s.putPoll(ctx, location, p, cur.Revision)
 	return err
 }
