@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -329,6 +330,44 @@ func TestIncompleteTopology(t *testing.T) {
 	}
 	if _, err := js.Stream(testContext(t), topo.RequestStream); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("Provision of an incomplete topology created the request stream: %v", err)
+	}
+}
+
+// TestMissing lists what of a provisioned topology has gone, and nothing once it is provisioned
+// again.
+func TestMissing(t *testing.T) {
+	_, js := natstest.Start(t).Connect(t)
+	ctx := testContext(t)
+	topo := topology(true)
+	if _, err := broker.Provision(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	if missing, err := broker.Missing(ctx, js, topo); err != nil || len(missing) != 0 {
+		t.Fatalf("Missing on a provisioned topology = %q, %v; want none", missing, err)
+	}
+	if err := js.DeleteConsumer(ctx, topo.RequestStream, topo.Consumer); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, topo.FollowStream); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, topo.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"stream " + topo.FollowStream + " (CPCANCEL_FOLLOW_STREAM)",
+		"consumer " + topo.Consumer + " (CPCANCEL_CONSUMER)",
+		"consumer " + topo.FollowConsumer + " (CPCANCEL_FOLLOW_CONSUMER)", // gone with its stream
+		"bucket " + topo.Bucket + " (CPCANCEL_IDEMPOTENCY_BUCKET)",
+	}
+	if missing, err := broker.Missing(ctx, js, topo); err != nil || !slices.Equal(missing, want) {
+		t.Fatalf("Missing = %q, %v; want %q", missing, err, want)
+	}
+	if _, err := broker.Provision(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	if missing, err := broker.Missing(ctx, js, topo); err != nil || len(missing) != 0 {
+		t.Errorf("Missing after provisioning again = %q, %v; want none", missing, err)
 	}
 }
 

@@ -308,6 +308,46 @@ func provisionBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.
 	return js.UpdateKeyValue(ctx, cfg)
 }
 
+// Missing lists what of the topology does not exist (a stream, consumer or bucket deleted, or
+// lost with a server's store), each as "stream NAME (VARIABLE)" and the like; an error means the
+// server could not tell (unreachable, a leader being elected), and then nothing is listed.
+func Missing(ctx context.Context, js jetstream.JetStream, t Topology) ([]string, error) {
+	var missing []string
+	gone := map[string]bool{}
+	for _, s := range t.streams() {
+		_, err := js.Stream(ctx, s.cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			missing = append(missing, fmt.Sprintf("stream %s (%s)", s.cfg.Name, s.nameVar))
+			gone[s.cfg.Name] = true
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	consumers := [][3]string{{t.RequestStream, t.Consumer, "CPCANCEL_CONSUMER"}}
+	if t.Following() {
+		consumers = append(consumers, [3]string{t.FollowStream, t.FollowConsumer, "CPCANCEL_FOLLOW_CONSUMER"})
+	}
+	for _, c := range consumers {
+		if gone[c[0]] {
+			missing = append(missing, fmt.Sprintf("consumer %s (%s)", c[1], c[2]))
+			continue
+		}
+		_, err := js.Consumer(ctx, c[0], c[1])
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			missing = append(missing, fmt.Sprintf("consumer %s (%s)", c[1], c[2]))
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	_, err := js.KeyValue(ctx, t.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		missing = append(missing, fmt.Sprintf("bucket %s (CPCANCEL_IDEMPOTENCY_BUCKET)", t.Bucket))
+	} else if err != nil {
+		return nil, err
+	}
+	return missing, nil
+}
+
 // Bind looks up a topology someone else manages (CPCANCEL_PROVISION=false, e.g. NACK) and checks
 // that it is one cpcancel can run on safely. It reports every problem found, each naming the
 // object, what is wrong and the variable to look at, in a fixed order: the streams, the consumers,

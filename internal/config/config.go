@@ -51,7 +51,7 @@ type NATS struct {
 // Streams names the subjects, streams and consumer of requests, results and dead letters, with
 // the streams' byte limits, and says whether cpcancel creates them.
 type Streams struct {
-	Provision                bool   `envconfig:"CPCANCEL_PROVISION" default:"true" desc:"create or update the streams, consumers and bucket at start; false binds to existing ones (e.g. managed by NACK), checks the settings cpcancel relies on and fails naming everything missing or different"`
+	Provision                bool   `envconfig:"CPCANCEL_PROVISION" default:"true" desc:"create or update the streams, consumers and bucket at start, and again when one is gone while running; false binds to existing ones (e.g. managed by NACK), checks the settings cpcancel relies on and fails naming everything missing or different"`
 	Replicas                 int    `envconfig:"CPCANCEL_REPLICAS" default:"1" desc:"replicas of the streams and the idempotency bucket it provisions (3 on a JetStream cluster)"`
 	RequestSubject           string `envconfig:"CPCANCEL_REQUEST_SUBJECT" default:"cloudpartner.cancel.requests" desc:"subject cancel requests are published on"`
 	RequestStream            string `envconfig:"CPCANCEL_REQUEST_STREAM" default:"CPCANCEL_REQUESTS" desc:"stream holding cancel requests (a work queue, keeping a request CPCANCEL_IDEMPOTENCY_TTL at most)"`

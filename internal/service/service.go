@@ -116,6 +116,9 @@ type running struct {
 
 	stopPools context.CancelFunc // set by run
 	poolErrs  chan error         // one per pool, when it stopped
+
+	// watch looks for what of the topology has gone, while run runs (watchTopology).
+	watch topologyWatch
 }
 
 // setup starts everything up to the point of taking messages: the HTTP listener, the embedded NATS
@@ -185,6 +188,7 @@ func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 		return nil, err
 	}
 	r.srv = &http.Server{Handler: s.routes(r.nc, r.consuming), ReadHeaderTimeout: 5 * time.Second}
+	r.watch = topologyWatch{js: js, topology: Topology(cfg), provision: cfg.Streams.Provision, log: s.log, every: topologyCheck}
 	return r, nil
 }
 
@@ -274,6 +278,7 @@ func (r *running) run(ctx context.Context) {
 			r.stopPools()
 		}
 	}()
+	go r.watch.run(ctx)
 	r.poolErrs = make(chan error, len(r.pools))
 	for _, p := range r.pools {
 		go func() {
