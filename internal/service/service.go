@@ -184,17 +184,23 @@ func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 	}
 	metrics.RegisterStorage(s.registry, streamUsage(js, storageStreams(cfg)))
 
-	if r.pools, err = s.newPools(js, bound, m, mode); err != nil {
+	r.watch = topologyWatch{js: js, topology: Topology(cfg), provision: cfg.Streams.Provision, log: s.log, every: topologyCheck}
+	var recreate func(context.Context) error // for a pool whose consumer is gone
+	if cfg.Streams.Provision {
+		recreate = r.watch.restore
+	}
+	if r.pools, err = s.newPools(js, bound, m, mode, recreate); err != nil {
 		return nil, err
 	}
 	r.srv = &http.Server{Handler: s.routes(r.nc, r.consuming), ReadHeaderTimeout: 5 * time.Second}
-	r.watch = topologyWatch{js: js, topology: Topology(cfg), provision: cfg.Streams.Provision, log: s.log, every: topologyCheck}
 	return r, nil
 }
 
 // newPools builds what processes messages, the API client, the request state, the results and
-// the handler (and the follower, when following), and a worker pool over each consumer.
-func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metrics.Metrics, mode natsce.Mode) ([]*pool, error) {
+// the handler (and the follower, when following), and a worker pool over each consumer; recreate,
+// when set, creates a pool's consumer again when it is gone.
+func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metrics.Metrics, mode natsce.Mode,
+	recreate func(context.Context) error) ([]*pool, error) {
 	cfg := s.cfg
 	tokens, tokenDesc, err := tokenSource(cfg.CloudPartner)
 	if err != nil {
@@ -239,6 +245,7 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 		if p.limit != nil {
 			cfg.Limit = p.limit
 		}
+		cfg.Recreate = recreate
 		p.Pool = worker.New(p.consumer, cfg)
 	}
 	return pools, nil

@@ -13,8 +13,9 @@ import (
 
 // Regression: with the state bucket deleted while cpcancel ran (by hand, or lost with a
 // nats-server's store), every request was handed back for ever: nothing re-created the bucket
-// until a restart. Now cpcancel notices what it provisioned is gone and provisions it again,
-// and the requests waiting meanwhile are answered. The same holds for the result stream.
+// until a restart; and a deleted request consumer stopped the service. Now cpcancel notices what
+// it provisioned is gone and provisions it again, and the requests waiting meanwhile are
+// answered. The same holds for the result stream.
 func TestProvisionedTopologyVanishes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out a topology check and a retry")
@@ -29,6 +30,9 @@ func TestProvisionedTopologyVanishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := st.js.DeleteStream(ctx, "CPCANCEL_RESULTS"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.js.DeleteConsumer(ctx, "CPCANCEL_REQUESTS", "cpcancel"); err != nil {
 		t.Fatal(err)
 	}
 	st.publish(t, natsce.Binary, request(t, "/vanish", "after", "contoso", "sync-offer"))

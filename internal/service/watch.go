@@ -17,10 +17,11 @@ import (
 const topologyCheck = 5 * time.Second
 
 // topologyWatch finds what of the topology has gone while cpcancel runs: deleted by hand, or lost
-// with a nats-server's store. Meanwhile every request is handed back without using an attempt
-// (a missing request consumer stops the service instead: worker.Pool). With CPCANCEL_PROVISION it
-// provisions the topology again, so the requests waiting are answered; otherwise it logs what is
-// missing, once a minute, for whoever manages it.
+// with a nats-server's store. Meanwhile every request is handed back without using an attempt.
+// With CPCANCEL_PROVISION it provisions the topology again, so the requests waiting are answered
+// (a pool that finds its consumer gone does so at once, through restore); otherwise it logs what
+// is missing, once a minute, for whoever manages it, and a pool whose consumer is gone stops the
+// service.
 type topologyWatch struct {
 	js        jetstream.JetStream
 	topology  broker.Topology
@@ -47,7 +48,9 @@ func (w topologyWatch) run(ctx context.Context) {
 		case err != nil || len(missing) == 0:
 			// A server that cannot tell (restarting, electing a leader) is asked again next time.
 		case w.provision:
-			w.reprovision(cctx, missing)
+			if err := w.reprovision(cctx, missing); err != nil {
+				w.log.Error("provisioning again failed, trying at the next check", "err", err)
+			}
 		case !slices.Equal(missing, reported) || time.Since(reportedAt) >= time.Minute:
 			w.log.Error("gone from JetStream, requests wait until it is created again (CPCANCEL_PROVISION=false)",
 				"missing", strings.Join(missing, ", "))
@@ -57,14 +60,23 @@ func (w topologyWatch) run(ctx context.Context) {
 	}
 }
 
+// restore provisions again what of the topology has gone, if anything has: for a pool that
+// found its consumer gone.
+func (w topologyWatch) restore(ctx context.Context) error {
+	missing, err := broker.Missing(ctx, w.js, w.topology)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	return w.reprovision(ctx, missing)
+}
+
 // reprovision creates again what is missing, saying what was lost with it.
-func (w topologyWatch) reprovision(ctx context.Context, missing []string) {
+func (w topologyWatch) reprovision(ctx context.Context, missing []string) error {
 	lost := "messages it held"
 	if slices.ContainsFunc(missing, func(m string) bool { return strings.HasPrefix(m, "bucket ") }) {
 		lost += "; with the bucket the records of earlier requests: one re-sent or redelivered now is sent to the API again"
 	}
 	w.log.Error("gone from JetStream, provisioning it again", "missing", strings.Join(missing, ", "), "lost", lost)
-	if _, err := broker.Provision(ctx, w.js, w.topology); err != nil {
-		w.log.Error("provisioning again failed, trying at the next check", "err", err)
-	}
+	_, err := broker.Provision(ctx, w.js, w.topology)
+	return err
 }

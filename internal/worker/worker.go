@@ -92,6 +92,10 @@ type Config struct {
 	Settled func(msg jetstream.Msg, d Decision, err error)
 	// Limit, when set, bounds the messages in flight below Concurrency, which stays the ceiling.
 	Limit Limiter
+	// Recreate, when set, is called when the consumer is found gone: pulling goes on once it
+	// returns nil (the consumer exists again), and Run ends with the error otherwise. When nil,
+	// a consumer that is gone ends Run.
+	Recreate func(ctx context.Context) error
 }
 
 // Limiter says how many messages may be in flight now. Its methods are called by the pulling
@@ -112,8 +116,9 @@ const (
 	fetchHeartbeat = time.Second
 	// Failed pulls are retried after a delay that doubles from backoffMin to backoffMax.
 	backoffMin, backoffMax = 50 * time.Millisecond, 2 * time.Second
-	// infoTimeout bounds asking the server whether the consumer still exists.
-	infoTimeout = 5 * time.Second
+	// infoTimeout bounds asking the server whether the consumer still exists, recreateTimeout
+	// Config.Recreate.
+	infoTimeout, recreateTimeout = 5 * time.Second, 30 * time.Second
 	// panicDelay is how long a message whose DecideFunc panicked waits before its redelivery.
 	panicDelay = 30 * time.Second
 )
@@ -318,8 +323,9 @@ func (p *Pool) waitForLimit(ctx context.Context) {
 }
 
 // fatal returns an error when pullErr means that pulling can never succeed again: the connection
-// is closed, or the consumer is gone. The server is asked about the consumer, as a pull without
-// responders or a deleted consumer is also what a restart or a re-created consumer looks like.
+// is closed, or the consumer is gone and Config.Recreate is unset or failed. The server is asked
+// about the consumer, as a pull without responders or a deleted consumer is also what a restart or
+// a re-created consumer looks like.
 func (p *Pool) fatal(ctx context.Context, pullErr error) error {
 	switch {
 	case errors.Is(pullErr, nats.ErrConnectionClosed), errors.Is(pullErr, jetstream.ErrConnectionClosed):
@@ -330,7 +336,16 @@ func (p *Pool) fatal(ctx context.Context, pullErr error) error {
 		defer cancel()
 		_, err := p.c.Info(ictx)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("consumer gone: %w", errors.Join(pullErr, err))
+			gone := fmt.Errorf("consumer gone: %w", errors.Join(pullErr, err))
+			if p.cfg.Recreate == nil {
+				return gone
+			}
+			rctx, cancel := context.WithTimeout(ctx, recreateTimeout)
+			defer cancel()
+			if err := p.cfg.Recreate(rctx); err != nil && ctx.Err() == nil {
+				return errors.Join(gone, fmt.Errorf("could not create it again: %w", err))
+			}
+			p.log.Warn("consumer was gone and is created again", "err", pullErr)
 		}
 	}
 	return nil

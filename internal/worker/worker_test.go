@@ -710,6 +710,49 @@ func TestRunEndsWhenConsumerDeleted(t *testing.T) {
 	}
 }
 
+// With Recreate set, a consumer that is gone is created again and pulling goes on: a message
+// published afterwards is decided and acked, and Run ends only when asked to.
+func TestRunRecreatesConsumer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 30*time.Second)
+	cfg := e.consumer.CachedInfo().Config
+	var recreated atomic.Int32
+	p := worker.New(e.consumer, worker.Config{Concurrency: 2, Grace: time.Second, Recreate: func(ctx context.Context) error {
+		recreated.Add(1)
+		_, err := e.stream.CreateOrUpdateConsumer(ctx, cfg)
+		return err
+	}})
+	decided := make(chan struct{}, 1)
+	r := run(t, p, func(ctx context.Context, msg jetstream.Msg) worker.Decision {
+		decided <- struct{}{}
+		return worker.Ack()
+	})
+	waitFor(t, 5*time.Second, "a pull request waiting", func() bool { return e.consumerInfo(t).NumWaiting > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.stream.DeleteConsumer(ctx, consumerName); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the consumer created again", func() bool { return recreated.Load() > 0 })
+	e.publish(t, 1)
+	select {
+	case <-decided:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no message decided after the consumer was created again")
+	}
+	waitFor(t, 10*time.Second, "message acked", func() bool { return e.msgsInStream(t) == 0 })
+	if !p.Consuming() {
+		t.Error("pool not consuming after the consumer was created again")
+	}
+	if n := recreated.Load(); n != 1 {
+		t.Errorf("Recreate called %d times, want 1", n)
+	}
+	r.cancel()
+	if err := r.wait(t, 20*time.Second); err != nil {
+		t.Errorf("Run returned %v, want nil", err)
+	}
+}
+
 func TestRunEndsWhenConnectionClosed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 30*time.Second)
