@@ -117,7 +117,7 @@ type running struct {
 	stopPools context.CancelFunc // set by run
 	poolErrs  chan error         // one per pool, when it stopped
 
-	// watch looks for what of the topology has gone, while run runs (watchTopology).
+	// watch looks for what of the topology has gone while run runs.
 	watch topologyWatch
 }
 

@@ -72,9 +72,9 @@ func (w topologyWatch) restore(ctx context.Context) error {
 
 // reprovision creates again what is missing, saying what was lost with it.
 func (w topologyWatch) reprovision(ctx context.Context, missing []string) error {
-	lost := "messages it held"
+	lost := "what it held"
 	if slices.ContainsFunc(missing, func(m string) bool { return strings.HasPrefix(m, "bucket ") }) {
-		lost += "; with the bucket the records of earlier requests: one re-sent or redelivered now is sent to the API again"
+		lost += "; with the bucket, the records of earlier requests: a request re-sent or redelivered now is sent to the API again"
 	}
 	w.log.Error("gone from JetStream, provisioning it again", "missing", strings.Join(missing, ", "), "lost", lost)
 	_, err := broker.Provision(ctx, w.js, w.topology)
