@@ -4,6 +4,7 @@ package natstest
 
 import (
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -51,6 +52,18 @@ func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Server.Shutdown()
 	s.Server.WaitForShutdown()
+	s.start(t)
+}
+
+// RestartEmpty stops the server and starts it again on the same port with its store emptied, as
+// a server that lost its disk: every stream, consumer and bucket is gone.
+func (s *Server) RestartEmpty(t testing.TB) {
+	t.Helper()
+	s.Server.Shutdown()
+	s.Server.WaitForShutdown()
+	if err := os.RemoveAll(s.opts.StoreDir); err != nil {
+		t.Fatal(err)
+	}
 	s.start(t)
 }
 

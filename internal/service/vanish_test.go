@@ -69,3 +69,34 @@ func TestProvisionedTopologyVanishes(t *testing.T) {
 		t.Error("request consumer gone")
 	}
 }
+
+// A nats-server that comes back with an empty store (its disk lost) has none of the topology:
+// cpcancel provisions it again and answers the requests published afterwards, each with one call.
+func TestNATSStoreLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts nats-server")
+	}
+	st, env := failureStack(t, 0)
+	st.svc = startService(t, env)
+	before := publishMany(t, st, "before", 20)
+	checkExactlyOnce(t, st, before)
+
+	st.nats.RestartEmpty(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := st.js.Consumer(ctx, "CPCANCEL_REQUESTS", "cpcancel")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request consumer not provisioned again 30s after the store was lost: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	after := publishMany(t, st, "after", 20)
+	if twice := checkExactlyOnce(t, st, after); twice != 0 {
+		t.Errorf("%d requests sent to the API twice", twice)
+	}
+}
