@@ -124,3 +124,32 @@ func TestStartWaitsForNATS(t *testing.T) {
 		t.Fatal("service not ready 30s after NATS came up")
 	}
 }
+
+// Regression (fault injection): a SIGTERM while an instance waited for its NATS server at start
+// made it exit 1, reporting the server it was asked to stop waiting for. A stop asked for during
+// start-up is a clean stop.
+func TestStopWhileWaitingForNATS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	var st stack
+	st.serveEmulator(t, emulator.Options{})
+	env := map[string]string{
+		"CPCANCEL_NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port), "CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL,
+		"CPCANCEL_CLOUDPARTNER_TOKEN": testToken, "CPCANCEL_HTTP_ADDR": "127.0.0.1:0",
+	}
+	_, done, cancel := runService(t, env)
+	time.Sleep(time.Second) // the instance is waiting by now
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("stopped while waiting for NATS: %v, want a clean stop", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("service did not stop within 10s of being asked")
+	}
+}

@@ -89,9 +89,15 @@ func (s *Service) HTTPURL() string { return s.httpURL }
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
 // Run serves until ctx is done or a part of the service fails for good, then shuts down in the
-// order shutdown lists. Errors of the setup name the variable at fault.
+// order shutdown lists. Errors of the setup name the variable at fault; ctx done during the
+// setup (a SIGTERM while waiting for NATS) is a clean stop, nil.
 func (s *Service) Run(ctx context.Context) error {
 	r, err := s.setup(ctx)
+	if err != nil && ctx.Err() != nil {
+		// Asked to stop during start-up (while waiting for NATS, say): a clean stop.
+		s.log.Info("stopped during start-up", "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
