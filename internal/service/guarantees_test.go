@@ -92,18 +92,7 @@ func TestShutdownStartsNothingAndFinishesCallsInFlight(t *testing.T) {
 // An instance started while its NATS server is down (both restarted by one deploy) waits for it
 // and serves, instead of exiting into a supervisor's growing restart backoff.
 func TestStartWaitsForNATS(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	var st stack
-	st.serveEmulator(t, emulator.Options{})
-	env := map[string]string{
-		"CPCANCEL_NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port), "CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL,
-		"CPCANCEL_CLOUDPARTNER_TOKEN": testToken, "CPCANCEL_HTTP_ADDR": "127.0.0.1:0",
-	}
+	port, env := withoutNATS(t)
 	svc, done, cancel := runService(t, env)
 	defer func() {
 		cancel()
@@ -129,18 +118,7 @@ func TestStartWaitsForNATS(t *testing.T) {
 // made it exit 1, reporting the server it was asked to stop waiting for. A stop asked for during
 // start-up is a clean stop.
 func TestStopWhileWaitingForNATS(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	var st stack
-	st.serveEmulator(t, emulator.Options{})
-	env := map[string]string{
-		"CPCANCEL_NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port), "CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL,
-		"CPCANCEL_CLOUDPARTNER_TOKEN": testToken, "CPCANCEL_HTTP_ADDR": "127.0.0.1:0",
-	}
+	_, env := withoutNATS(t)
 	_, done, cancel := runService(t, env)
 	time.Sleep(time.Second) // the instance is waiting by now
 	cancel()
@@ -151,5 +129,23 @@ func TestStopWhileWaitingForNATS(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("service did not stop within 10s of being asked")
+	}
+}
+
+// withoutNATS is the environment of an instance whose NATS server is not there (yet): at the
+// loopback port returned, free a moment ago, and the emulator as the API.
+func withoutNATS(t *testing.T) (port int, env map[string]string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	var st stack
+	st.serveEmulator(t, emulator.Options{})
+	return port, map[string]string{
+		"CPCANCEL_NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", port), "CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL,
+		"CPCANCEL_CLOUDPARTNER_TOKEN": testToken, "CPCANCEL_HTTP_ADDR": "127.0.0.1:0",
 	}
 }
