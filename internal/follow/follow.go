@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"time"
 
@@ -273,10 +274,11 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 }
 
 // answered reports whether a poll that failed got an answer from the API (an HTTP status), as
-// against none at all: a timeout, a connection that failed, no token.
+// against none at all: a timeout, a connection that failed, no token, or a token the API did
+// not take even fresh (401: our credentials, not the operation).
 func answered(err error) bool {
 	var apiErr *cloudpartner.Error
-	return errors.As(err, &apiErr) && apiErr.StatusCode != 0
+	return errors.As(err, &apiErr) && apiErr.StatusCode != 0 && apiErr.StatusCode != http.StatusUnauthorized
 }
 
 // maxUnansweredGrace bounds how long after the deadline polls that get no answer go on: well
