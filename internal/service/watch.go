@@ -13,8 +13,9 @@ import (
 )
 
 // topologyCheck is how often a running cpcancel looks for a stream, consumer or bucket of its
-// topology that has gone.
-const topologyCheck = 5 * time.Second
+// topology that has gone; watchTimeout bounds one look and provisioning again, which on a
+// cluster creates replicated streams.
+const topologyCheck, watchTimeout = 5 * time.Second, 30 * time.Second
 
 // topologyWatch finds what of the topology has gone while cpcancel runs: deleted by hand, or lost
 // with a nats-server's store. Meanwhile every request is handed back without using an attempt.
@@ -42,7 +43,7 @@ func (w topologyWatch) run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		cctx, cancel := context.WithTimeout(ctx, w.every)
+		cctx, cancel := context.WithTimeout(ctx, watchTimeout)
 		missing, err := broker.Missing(cctx, w.js, w.topology)
 		switch {
 		case err != nil || len(missing) == 0:
