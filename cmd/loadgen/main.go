@@ -3,13 +3,16 @@
 // publishes -n requests and prints throughput, latency percentiles, lost/duplicated results and
 // cpcancel's peak RSS. With -nats it targets a NATS server where cpcancel already runs. With
 // -prefill the requests are all stored before cpcancel starts; with -peer another program
-// consumes them instead of cpcancel.
+// consumes them instead of cpcancel. With -json the figures go to standard output as one JSON
+// object (the report for a person goes to standard error), for bench/compare.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -65,7 +68,12 @@ func realMain(ctx context.Context) error {
 		return nil
 	})
 	selfProfile := flag.String("self-cpuprofile", "", "write a CPU profile of this process (nats-server, emulator, load) to this file")
+	jsonOut := flag.Bool("json", false, "write the figures to standard output as one JSON object, and the report to standard error")
 	flag.Parse()
+	var out io.Writer = os.Stdout
+	if *jsonOut {
+		out = os.Stderr
+	}
 	defaults := config.Default().Streams // the names the cpcancel started here, or targeted with -nats, uses
 	o.RequestSubject, o.ResultStream = defaults.RequestSubject, defaults.ResultStream
 
@@ -74,10 +82,10 @@ func realMain(ctx context.Context) error {
 		return err
 	}
 	defer stopStack()
-	fmt.Printf("loadgen: %d requests, rate %s, API latency %s, concurrency %d\n", o.Requests, rateText(o.Rate), s.Latency, s.Concurrency)
+	fmt.Fprintf(out, "loadgen: %d requests, rate %s, API latency %s, concurrency %d\n", o.Requests, rateText(o.Rate), s.Latency, s.Concurrency)
 	if s.Prefill {
 		o.StartConsumer = s.StartConsumer
-		fmt.Printf("prefilled: %s starts once every request is stored; elapsed runs from its start, latency includes the wait in the stream\n", s.ConsumerName())
+		fmt.Fprintf(out, "prefilled: %s starts once every request is stored; elapsed runs from its start, latency includes the wait in the stream\n", s.ConsumerName())
 	}
 	stopProfile, err := startCPUProfile(*selfProfile)
 	if err != nil {
@@ -86,28 +94,15 @@ func realMain(ctx context.Context) error {
 	defer stopProfile()
 	o.ConsumerExited = s.ConsumerExited()
 	r, err := loadgen.Run(ctx, js, o)
-	r.Print(os.Stdout)
-	if rss, ok := s.ChildPeakRSS(); ok {
-		fmt.Printf("%s peak RSS %.1f MiB\n", s.ConsumerName(), float64(rss)/(1<<20))
+	figures := s.Figures(r)
+	r.Print(out)
+	figures.PrintProcesses(out)
+	if *jsonOut {
+		if jerr := json.NewEncoder(os.Stdout).Encode(figures); jerr != nil && err == nil {
+			err = jerr
+		}
 	}
-	printCPU(&s, r.Results)
 	return err
-}
-
-// printCPU prints each process's CPU time per result, start-up included.
-func printCPU(s *loadgen.Stack, results int) {
-	consumer, natsServer, self, ok := s.CPU()
-	if !ok || results == 0 {
-		return
-	}
-	per := func(d time.Duration) string {
-		return (d / time.Duration(results)).Round(100 * time.Nanosecond).String()
-	}
-	if s.SeparateNATS {
-		fmt.Printf("CPU per result: %s %s  nats-server %s  load tool and emulator %s\n", s.ConsumerName(), per(consumer), per(natsServer), per(self))
-	} else {
-		fmt.Printf("CPU per result: %s %s  load tool, emulator and nats-server %s\n", s.ConsumerName(), per(consumer), per(self))
-	}
 }
 
 func rateText(r float64) string {

@@ -500,3 +500,21 @@ func TestPrint(t *testing.T) {
 		})
 	}
 }
+
+func TestPrintProcesses(t *testing.T) {
+	f := loadgen.Figures{Consumer: "cpcancel", PeakRSS: 55 << 20, CPU: []loadgen.ProcessCPU{
+		{"cpcancel", 121549 * time.Nanosecond}, {"nats-server", 76500 * time.Nanosecond}, {"load tool and emulator", 58 * time.Microsecond},
+	}}
+	var b bytes.Buffer
+	f.PrintProcesses(&b)
+	want := "cpcancel peak RSS 55.0 MiB\n" +
+		"CPU per result: cpcancel 121.5µs  nats-server 76.5µs  load tool and emulator 58µs\n"
+	if b.String() != want {
+		t.Errorf("PrintProcesses wrote\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	loadgen.Figures{Consumer: "peer"}.PrintProcesses(&b)
+	if b.Len() != 0 {
+		t.Errorf("PrintProcesses of nothing measured wrote %q, want nothing", b.String())
+	}
+}
