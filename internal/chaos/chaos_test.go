@@ -252,32 +252,16 @@ func (h *harness) waitProvisioned(t *testing.T) {
 	}
 }
 
-// stateSubjects are the subjects to deny for a state outage: the bucket streams' own subjects
-// (every put, create, update and delete) and the JetStream API requests that read them (direct
-// and stream message gets, consumers for watches and listings). Stream info stays allowed, so a
-// replica that starts during the outage still binds its bucket.
-func (h *harness) stateSubjects(ctx context.Context) []string {
-	var subjects []string
-	for _, name := range h.stateStreams {
-		if s, err := h.js.Stream(ctx, name); err == nil {
-			subjects = append(subjects, s.CachedInfo().Config.Subjects...)
-		}
-		subjects = append(subjects,
-			"$JS.API.DIRECT.GET."+name, "$JS.API.DIRECT.GET."+name+".>",
-			"$JS.API.STREAM.MSG.GET."+name,
-			"$JS.API.CONSUMER.CREATE."+name, "$JS.API.CONSUMER.CREATE."+name+".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE."+name+".>")
-	}
-	return subjects
-}
-
 // run publishes the plan while the schedule runs, waits for the system to settle and collects
 // what it left.
 func (h *harness) run(t *testing.T, plan chaos.Plan, schedule []chaos.Fault) chaos.Observed {
 	// The bucket's subjects are read now, while nats-server is up.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	stateSubjects := h.stateSubjects(ctx)
+	stateSubjects, err := natstest.OutageSubjects(ctx, h.js, h.stateStreams...)
 	cancel()
+	if err != nil {
+		t.Fatalf("harness: the state bucket's subjects: %v", err)
+	}
 	t.Logf("a state outage denies publishing to %v", stateSubjects)
 
 	h.start = time.Now()

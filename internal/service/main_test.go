@@ -6,6 +6,7 @@ import (
 
 	"github.com/cpcancel/cpcancel/internal/cli"
 	"github.com/cpcancel/cpcancel/internal/metrics"
+	"github.com/cpcancel/cpcancel/internal/natstest"
 )
 
 // childEnv makes the test binary run cpcancel itself, as `consumer` would, so that failure tests
@@ -13,6 +14,7 @@ import (
 const childEnv = "CPCANCEL_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	natstest.MaybeRunServerProcess()
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(cli.Main("child", nil, metrics.Build{Version: "child"}))
 	}

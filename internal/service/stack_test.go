@@ -29,11 +29,13 @@ const testToken = "test-token-5f1d"
 
 // stack is a running cpcancel on a real embedded nats-server and the API emulator.
 type stack struct {
-	nats   *natstest.Server
-	js     jetstream.JetStream
-	emu    *emulator.Emulator
-	emuURL string
-	svc    *service.Service
+	nats *natstest.Server
+	// natsURL, when set, is where cpcancel connects instead of nats (a nats-server process).
+	natsURL string
+	js      jetstream.JetStream
+	emu     *emulator.Emulator
+	emuURL  string
+	svc     *service.Service
 }
 
 // startStack runs the service with env on top of a test configuration; it stops when the test ends.
@@ -67,8 +69,12 @@ func (st *stack) serveEmulator(t *testing.T, opts emulator.Options) {
 }
 
 func (st *stack) env(extra map[string]string) map[string]string {
+	url := st.natsURL
+	if url == "" {
+		url = st.nats.ClientURL()
+	}
 	env := map[string]string{
-		"CPCANCEL_NATS_URL":              st.nats.ClientURL(),
+		"CPCANCEL_NATS_URL":              url,
 		"CPCANCEL_CLOUDPARTNER_BASE_URL": st.emuURL,
 		"CPCANCEL_CLOUDPARTNER_TOKEN":    testToken,
 		"CPCANCEL_HTTP_ADDR":             "127.0.0.1:0",
