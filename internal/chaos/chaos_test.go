@@ -136,13 +136,18 @@ type harness struct {
 	replicas  []*replica
 	// stateStreams are the streams of the state bucket(s), found after start-up.
 	stateStreams []string
-	start        time.Time
+	// outages are the subjects each kind of outage denies; outagesOn, those on now.
+	outages   map[chaos.Kind][]string
+	outageMu  sync.Mutex
+	outagesOn map[chaos.Kind]bool
+	start     time.Time
 }
 
 func newHarness(t *testing.T, seed uint64) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	h := &harness{seed: seed, dir: dir, tokenFile: filepath.Join(dir, "token"), token: fmt.Sprintf("token-%d-0", seed)}
+	h := &harness{seed: seed, dir: dir, tokenFile: filepath.Join(dir, "token"), token: fmt.Sprintf("token-%d-0", seed),
+		outagesOn: map[chaos.Kind]bool{}}
 	h.nats = natstest.StartProcess(t, filepath.Join(dir, "nats"))
 	nc, err := nats.Connect(h.nats.AdminURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
 		nats.ReconnectBufSize(-1), // publishes while disconnected fail at once; the publisher retries
@@ -252,17 +257,42 @@ func (h *harness) waitProvisioned(t *testing.T) {
 	}
 }
 
+// outage starts or ends an outage of kind: nats-server denies cpcancel publishing to the subjects
+// of every outage on at the time (a state and a result outage may overlap).
+func (h *harness) outage(kind chaos.Kind, on bool) error {
+	h.outageMu.Lock()
+	defer h.outageMu.Unlock()
+	if on {
+		h.outagesOn[kind] = true
+	} else {
+		delete(h.outagesOn, kind)
+	}
+	var deny []string
+	for _, k := range chaos.Kinds {
+		if h.outagesOn[k] {
+			deny = append(deny, h.outages[k]...)
+		}
+	}
+	return h.nats.DenyPublish(deny...)
+}
+
 // run publishes the plan while the schedule runs, waits for the system to settle and collects
 // what it left.
 func (h *harness) run(t *testing.T, plan chaos.Plan, schedule []chaos.Fault) chaos.Observed {
-	// The bucket's subjects are read now, while nats-server is up.
+	// The subjects an outage denies are read now, while nats-server is up.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	stateSubjects, err := natstest.OutageSubjects(ctx, h.js, h.stateStreams...)
-	cancel()
 	if err != nil {
 		t.Fatalf("harness: the state bucket's subjects: %v", err)
 	}
+	resultSubjects, err := natstest.OutageSubjects(ctx, h.js, resultStream)
+	if err != nil {
+		t.Fatalf("harness: the result stream's subjects: %v", err)
+	}
+	cancel()
+	h.outages = map[chaos.Kind][]string{chaos.StateOutage: stateSubjects, chaos.ResultOutage: resultSubjects}
 	t.Logf("a state outage denies publishing to %v", stateSubjects)
+	t.Logf("a result outage denies publishing to %v", resultSubjects)
 
 	h.start = time.Now()
 	obs := chaos.Observed{Start: h.start, Published: map[int]time.Time{}, Resent: map[int]time.Time{}}
@@ -299,7 +329,7 @@ func (h *harness) run(t *testing.T, plan chaos.Plan, schedule []chaos.Fault) cha
 	}
 	var faultWG sync.WaitGroup
 	for i, f := range schedule {
-		faultWG.Go(func() { faults[i] = h.inject(t, f, stateSubjects) })
+		faultWG.Go(func() { faults[i] = h.inject(t, f) })
 	}
 	pubDone := make(chan struct{})
 	go func() {
@@ -325,7 +355,7 @@ func (h *harness) run(t *testing.T, plan chaos.Plan, schedule []chaos.Fault) cha
 }
 
 // inject runs one fault at its time and returns its record.
-func (h *harness) inject(t *testing.T, f chaos.Fault, stateSubjects []string) chaos.FaultRecord {
+func (h *harness) inject(t *testing.T, f chaos.Fault) chaos.FaultRecord {
 	rec := chaos.FaultRecord{Fault: f}
 	time.Sleep(time.Until(h.start.Add(f.At)))
 	rec.Start = time.Now()
@@ -361,13 +391,13 @@ func (h *harness) inject(t *testing.T, f chaos.Fault, stateSubjects []string) ch
 		if err := h.nats.Restart(); err != nil {
 			t.Errorf("harness: restart nats-server: %v", err)
 		}
-	case chaos.StateOutage:
-		if err := h.nats.DenyPublish(stateSubjects...); err != nil {
-			t.Errorf("harness: state outage: %v", err)
+	case chaos.StateOutage, chaos.ResultOutage:
+		if err := h.outage(f.Kind, true); err != nil {
+			t.Errorf("harness: %s: %v", f.Kind, err)
 		}
 		time.Sleep(f.For)
-		if err := h.nats.DenyPublish(); err != nil {
-			t.Errorf("harness: end state outage: %v", err)
+		if err := h.outage(f.Kind, false); err != nil {
+			t.Errorf("harness: end %s: %v", f.Kind, err)
 		}
 	case chaos.ServerErrors:
 		h.emu.SetRates(emulator.Rates{ServerError: f.Rate})
@@ -506,10 +536,15 @@ func publishRetry(js jetstream.JetStream, msg *nats.Msg, id string, deadline tim
 	}
 }
 
+// settleWithin bounds the wait for everything to settle after the schedule: a request that the
+// API failed just before the end may wait out the longest retry delay (a minute, the service's
+// default), then be accepted and followed for the follow timeout, then stored.
+const settleWithin = time.Minute + followTimeout + 15*time.Second
+
 // settle waits until the request and follow streams are empty, their consumers hold nothing and
-// no result was stored for 5s; at most twice the follow timeout.
+// no result was stored for 5s; at most settleWithin.
 func (h *harness) settle(t *testing.T, plan chaos.Plan) bool {
-	deadline := time.Now().Add(2 * followTimeout)
+	deadline := time.Now().Add(settleWithin)
 	var lastResults uint64
 	lastChange := time.Now()
 	for {
@@ -531,7 +566,7 @@ func (h *harness) settle(t *testing.T, plan chaos.Plan) bool {
 			return true
 		}
 		if time.Now().After(deadline) {
-			t.Logf("not settled after %s: streams %+v, consumers %+v, %d results (err %v)", 2*followTimeout, streams, consumers, results, errors.Join(err, rerr))
+			t.Logf("not settled after %s: streams %+v, consumers %+v, %d results (err %v)", settleWithin, streams, consumers, results, errors.Join(err, rerr))
 			return false
 		}
 		time.Sleep(500 * time.Millisecond)

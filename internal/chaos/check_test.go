@@ -35,6 +35,10 @@ func TestScheduleIsSeeded(t *testing.T) {
 			if f.For < 20*time.Second && f.At+f.For < o.Duration-time.Second {
 				t.Errorf("%s: outage shorter than 20s", f)
 			}
+		case chaos.ResultOutage:
+			if f.For < 10*time.Second && f.At+f.For < o.Duration-time.Second {
+				t.Errorf("%s: outage shorter than 10s", f)
+			}
 		case chaos.SlowAPI:
 			if f.Latency <= o.HTTPTimeout {
 				t.Errorf("%s: latency within the API timeout", f)

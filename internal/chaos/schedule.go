@@ -1,7 +1,7 @@
 // Package chaos is a fault-injection test of cpcancel's guarantees (README, "Guarantees"): real
 // cpcancel processes and a real nats-server, killed and restarted on a seeded random schedule,
-// with API storms, a slow API, token rotations, an unavailable state bucket and re-sent
-// requests, then a check of what was stored and what the API saw.
+// with API storms, a slow API, token rotations, an unavailable state bucket or result stream
+// and re-sent requests, then a check of what was stored and what the API saw.
 //
 // The test itself is built with the chaos tag:
 //
@@ -32,6 +32,8 @@ const (
 	KillNATS Kind = "kill-nats"
 	// StateOutage makes the state (idempotency) bucket stop answering for Fault.For.
 	StateOutage Kind = "state-outage"
+	// ResultOutage makes the result stream stop taking results for Fault.For.
+	ResultOutage Kind = "result-outage"
 	// ServerErrors makes the API answer 503 to a share Fault.Rate of cancels for Fault.For.
 	ServerErrors Kind = "api-5xx"
 	// Throttle makes the API answer 429 with Retry-After: Fault.RetryAfter to a share Fault.Rate
@@ -46,7 +48,7 @@ const (
 )
 
 // Kinds lists every kind, in the order reports use.
-var Kinds = []Kind{KillReplica, TermReplica, KillNATS, StateOutage, ServerErrors, Throttle, SlowAPI, RotateToken}
+var Kinds = []Kind{KillReplica, TermReplica, KillNATS, StateOutage, ResultOutage, ServerErrors, Throttle, SlowAPI, RotateToken}
 
 // resource is what a fault holds while it lasts; two faults never hold the same one at once.
 func (k Kind) resource(target int) string {
@@ -105,8 +107,9 @@ type ScheduleOptions struct {
 // NewSchedule plans the faults of a run from seed: one of every kind first, in random order (a kind
 // whose resource is busy waits for a later turn), then
 // random kinds, a few seconds apart, each lasting as its kind does (processes down 1-5s, storms
-// 5-20s, state outages 20-40s), none outlasting the run, and no two holding one resource (a
-// replica, nats-server, the API's fault rates, its latency, the state bucket) at once. Faults
+// 5-20s, state outages 20-40s, result outages 10-30s), none outlasting the run, and no two
+// holding one resource (a replica, nats-server, the API's fault rates, its latency, the state
+// bucket, the result stream) at once. Faults
 // that do not fit are left out, so a short run holds fewer.
 func NewSchedule(seed uint64, o ScheduleOptions) []Fault {
 	rng := rand.New(rand.NewPCG(seed, 0x5ced1e))
@@ -130,6 +133,8 @@ func NewSchedule(seed uint64, o ScheduleOptions) []Fault {
 			f.For = between(rng, time.Second, 5*time.Second)
 		case StateOutage:
 			f.For = between(rng, 20*time.Second, 40*time.Second)
+		case ResultOutage:
+			f.For = between(rng, 10*time.Second, 30*time.Second)
 		case ServerErrors:
 			f.For = between(rng, 5*time.Second, 20*time.Second)
 			f.Rate = 0.7 + 0.3*rng.Float64()
@@ -160,7 +165,7 @@ func NewSchedule(seed uint64, o ScheduleOptions) []Fault {
 }
 
 // weights of the kinds after the first round.
-var weights = map[Kind]int{KillReplica: 4, TermReplica: 3, KillNATS: 2, StateOutage: 1, ServerErrors: 2, Throttle: 2, SlowAPI: 2, RotateToken: 2}
+var weights = map[Kind]int{KillReplica: 4, TermReplica: 3, KillNATS: 2, StateOutage: 1, ResultOutage: 1, ServerErrors: 2, Throttle: 2, SlowAPI: 2, RotateToken: 2}
 
 func pick(rng *rand.Rand) Kind {
 	total := 0
