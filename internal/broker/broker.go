@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,19 +30,41 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			log.Error("NATS error", "subject", subject, "err", err)
-		}),
+		nats.ErrorHandler((&errorLog{log: log}).handle),
 	}, opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %s: %w", connectHint(err), err)
 	}
 	return nc, nil
+}
+
+// errorLog logs the errors NATS reports asynchronously, at most one line a second, each saying
+// how many came since the last: a permissions violation comes once per message published, and a
+// line for each would bury everything else.
+type errorLog struct {
+	log        *slog.Logger
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (e *errorLog) handle(_ *nats.Conn, sub *nats.Subscription, err error) {
+	e.mu.Lock()
+	now := time.Now()
+	if !e.last.IsZero() && now.Sub(e.last) < time.Second {
+		e.suppressed++
+		e.mu.Unlock()
+		return
+	}
+	suppressed := e.suppressed
+	e.last, e.suppressed = now, 0
+	e.mu.Unlock()
+	subject := ""
+	if sub != nil {
+		subject = sub.Subject
+	}
+	e.log.Error("NATS error", "subject", subject, "err", err, "more_since_last_logged", suppressed)
 }
 
 // connectHint says which settings to look at for a failed connect.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -670,5 +672,45 @@ func TestFullRequestStreamRefusesPublish(t *testing.T) {
 	}
 	if info.State.FirstSeq != 1 || info.State.Msgs != uint64(stored) {
 		t.Errorf("stream holds messages %d to %d (%d), want the first %d requests, none dropped", info.State.FirstSeq, info.State.LastSeq, info.State.Msgs, stored)
+	}
+}
+
+// A denied publish makes the server send an error for each message: the log gets at most one
+// line a second, saying how many more came, not one line each.
+func TestAsyncErrorsLoggedAtMostOnceASecond(t *testing.T) {
+	ns := natstest.StartWith(t, &server.Options{Users: []*server.User{{
+		Username: "client", Password: "secret",
+		Permissions: &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"denied.>"}}},
+	}}})
+	out := &natstest.Buffer{}
+	nc, err := broker.Connect(ns.ClientURL(), "test", slog.New(slog.NewTextHandler(out, nil)), nats.UserInfo("client", "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	deny := func(n int) {
+		t.Helper()
+		for range n {
+			if err := nc.Publish("denied.x", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The server answers every publish before the flush's PONG; the handler runs just after.
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	lines := func() []string { return strings.Split(strings.TrimSpace(out.String()), "\n") }
+
+	first := time.Now()
+	deny(50)
+	if got := lines(); len(got) != 1 || !strings.Contains(got[0], "Permissions Violation") || !strings.Contains(got[0], "more_since_last_logged=0") {
+		t.Fatalf("after 50 denied publishes the log holds %d lines, want 1 saying what was denied:\n%s", len(got), out)
+	}
+	time.Sleep(time.Until(first.Add(1100 * time.Millisecond)))
+	deny(1)
+	if got := lines(); len(got) != 2 || !strings.Contains(got[1], "more_since_last_logged=49") {
+		t.Fatalf("a second later the log holds %d lines, want 2, the second counting the 49 not logged:\n%s", len(got), out)
 	}
 }
