@@ -3,6 +3,8 @@ package service_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,18 +25,28 @@ func TestOutages(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, stream string
-		// calledDuring says whether the API is called while the stream is unavailable.
+		env          map[string]string
+		// calledDuring says whether the API is called while the stream is unavailable;
+		// storedDuring is how many results each request has meanwhile.
 		calledDuring bool
+		storedDuring int
+		// outcomes are each request's results in the end.
+		outcomes []cancelevent.Outcome
 	}{
 		// The answer is recorded but its result cannot be stored: the message is handed back,
 		// and its redelivery after the outage stores the recorded result without calling the API.
-		{"result stream", "CPCANCEL_RESULTS", true},
+		{"result stream", "CPCANCEL_RESULTS", nil, true, 0, []cancelevent.Outcome{cancelevent.Cancelling}},
 		// The claim cannot be stored: the API is not called until the bucket is back.
-		{"state bucket", "KV_CPCANCEL_IDEMPOTENCY", false},
+		{"state bucket", "KV_CPCANCEL_IDEMPOTENCY", nil, false, 0, []cancelevent.Outcome{cancelevent.Cancelling}},
+		// The result is stored but following cannot be scheduled: the message is handed back, and
+		// its redelivery schedules it (storing the same result again is dropped as a duplicate).
+		{"follow stream", "CPCANCEL_FOLLOW", followEnv, true, 1, []cancelevent.Outcome{cancelevent.Cancelling, cancelevent.Cancelled}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, p := processStack(t)
-			st.svc = startService(t, st.env(map[string]string{"CPCANCEL_MAX_ATTEMPTS": "1", "CPCANCEL_CONCURRENCY": "8"}))
+			st, p := processStack(t, emulator.Options{OperationDuration: 300 * time.Millisecond})
+			env := map[string]string{"CPCANCEL_MAX_ATTEMPTS": "1", "CPCANCEL_CONCURRENCY": "8"}
+			maps.Copy(env, tc.env)
+			st.svc = startService(t, st.env(env))
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			subjects, err := natstest.OutageSubjects(ctx, st.js, tc.stream)
@@ -51,8 +63,8 @@ func TestOutages(t *testing.T) {
 			}
 			// Long enough for every request to fail at least once: a publish gives up after 5s.
 			time.Sleep(7*time.Second - time.Since(began))
-			if n := msgs(ctx, t, st.js, "CPCANCEL_RESULTS"); n != 0 {
-				t.Fatalf("%d results stored during the outage", n)
+			if n, want := msgs(ctx, t, st.js, "CPCANCEL_RESULTS"), uint64(tc.storedDuring*len(offers)); n != want {
+				t.Fatalf("%d results stored during the outage, want %d", n, want)
 			}
 			for _, o := range offers {
 				if n, want := st.emu.CancelCount("contoso", o), map[bool]int{true: 1, false: 0}[tc.calledDuring]; n != want {
@@ -64,15 +76,22 @@ func TestOutages(t *testing.T) {
 				t.Fatal(err)
 			}
 			lifted := time.Now()
-			if twice := checkExactlyOnce(t, st, offers); twice != 0 {
-				t.Errorf("%d requests sent to the API twice", twice)
-			}
+			results := st.waitStream(t, "CPCANCEL_RESULTS", len(tc.outcomes)*len(offers), time.Minute)
 			t.Logf("%s unavailable for %s: all %d results stored %s after it came back",
-				tc.stream, lifted.Sub(began).Round(time.Second), len(offers), time.Since(lifted).Round(100*time.Millisecond))
-			results := byRequest(t, st.waitStream(t, "CPCANCEL_RESULTS", len(offers), time.Second))
-			for id, r := range results {
-				if got := cancelevent.OutcomeOf(r.ev.Type()); got != cancelevent.Cancelling || r.data.Attempts != 1 {
-					t.Errorf("request %s: %s after %d attempts, want cancelling after 1", id, got, r.data.Attempts)
+				tc.stream, lifted.Sub(began).Round(time.Second), len(results), time.Since(lifted).Round(100*time.Millisecond))
+			got := map[string][]cancelevent.Outcome{}
+			for _, r := range results {
+				if r.ev == nil || r.data.Attempts != 1 {
+					t.Fatalf("result %q: want a CloudEvent after 1 attempt", r.body)
+				}
+				got[r.data.RequestID] = append(got[r.data.RequestID], cancelevent.OutcomeOf(r.ev.Type()))
+			}
+			for _, o := range offers {
+				if !slices.Equal(got[o], tc.outcomes) {
+					t.Errorf("request %s: results %v, want %v", o, got[o], tc.outcomes)
+				}
+				if n := st.emu.CancelCount("contoso", o); n != 1 {
+					t.Errorf("%s: API called %d times, want once", o, n)
 				}
 			}
 			if n := msgs(ctx, t, st.js, "CPCANCEL_DEADLETTER"); n != 0 {
@@ -82,10 +101,10 @@ func TestOutages(t *testing.T) {
 	}
 }
 
-// processStack is a stack on a nats-server process whose publish permissions the test can take
-// away from cpcancel (natstest.Process.DenyPublish); st.js is the test's own connection, which
+// processStack is a stack, with an emulator configured by opts, on a nats-server process whose
+// publish permissions the test can take away from cpcancel (natstest.Process.DenyPublish); st.js is the test's own connection, which
 // keeps them.
-func processStack(t *testing.T) (*stack, *natstest.Process) {
+func processStack(t *testing.T, opts emulator.Options) (*stack, *natstest.Process) {
 	t.Helper()
 	p := natstest.StartProcess(t, t.TempDir())
 	nc, err := nats.Connect(p.AdminURL())
@@ -98,7 +117,7 @@ func processStack(t *testing.T) (*stack, *natstest.Process) {
 		t.Fatal(err)
 	}
 	st := &stack{natsURL: p.URL(), js: js}
-	st.serveEmulator(t, emulator.Options{})
+	st.serveEmulator(t, opts)
 	return st, p
 }
 
