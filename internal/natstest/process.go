@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ServerProcessEnv, set to a configuration file, makes MaybeRunServerProcess run a nats-server in
@@ -160,6 +162,13 @@ func (p *Process) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", p.por
 // AdminURL is the client URL with the credentials of a user DenyPublish never restricts.
 func (p *Process) AdminURL() string {
 	return fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", adminUser, adminPassword, p.port)
+}
+
+// ConnectAdmin returns a connection as the user DenyPublish never restricts, and its JetStream
+// context, reconnecting for ever (across restarts) and closed when the test ends.
+func (p *Process) ConnectAdmin(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return connect(t, p.AdminURL())
 }
 
 // Output is what the server process wrote so far, across restarts.

@@ -67,7 +67,7 @@ func msgs(t *testing.T, js jetstream.JetStream) uint64 {
 
 func TestProcessKillRestartDeny(t *testing.T) {
 	p := natstest.StartProcess(t, t.TempDir())
-	admin := connect(t, p.AdminURL())
+	_, admin := p.ConnectAdmin(t)
 	client := connect(t, p.URL())
 	if _, err := admin.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage}); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
@@ -102,20 +101,12 @@ func TestOutages(t *testing.T) {
 }
 
 // processStack is a stack, with an emulator configured by opts, on a nats-server process whose
-// publish permissions the test can take away from cpcancel (natstest.Process.DenyPublish); st.js is the test's own connection, which
-// keeps them.
+// publish permissions the test can take away from cpcancel (natstest.Process.DenyPublish);
+// st.js is the test's own connection, which keeps them.
 func processStack(t *testing.T, opts emulator.Options) (*stack, *natstest.Process) {
 	t.Helper()
 	p := natstest.StartProcess(t, t.TempDir())
-	nc, err := nats.Connect(p.AdminURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := p.ConnectAdmin(t)
 	st := &stack{natsURL: p.URL(), js: js}
 	st.serveEmulator(t, opts)
 	return st, p
