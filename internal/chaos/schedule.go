@@ -104,13 +104,12 @@ type ScheduleOptions struct {
 	HTTPTimeout time.Duration
 }
 
-// NewSchedule plans the faults of a run from seed: one of every kind first, in random order (a kind
-// whose resource is busy waits for a later turn), then
-// random kinds, a few seconds apart, each lasting as its kind does (processes down 1-5s, storms
-// 5-20s, state outages 20-40s, result outages 10-30s), none outlasting the run, and no two
-// holding one resource (a replica, nats-server, the API's fault rates, its latency, the state
-// bucket, the result stream) at once. Faults
-// that do not fit are left out, so a short run holds fewer.
+// NewSchedule plans the faults of a run from seed: one of every kind first, in random order (a
+// kind whose resource is busy waits for a later turn), then random kinds, a few seconds apart,
+// each lasting as its kind does (processes down 1-5s, storms 5-20s, state outages 20-40s, result
+// outages 10-30s), none outlasting the run, and no two holding one resource (a replica,
+// nats-server, the API's fault rates, its latency, the state bucket, the result stream) at once.
+// Faults that do not fit are left out, so a short run holds fewer.
 func NewSchedule(seed uint64, o ScheduleOptions) []Fault {
 	rng := rand.New(rand.NewPCG(seed, 0x5ced1e))
 	busy := map[string]time.Duration{} // resource → end of the fault holding it
