@@ -42,6 +42,7 @@ func TestOutages(t *testing.T) {
 		{"follow stream", "CPCANCEL_FOLLOW", followEnv, true, 1, []cancelevent.Outcome{cancelevent.Cancelling, cancelevent.Cancelled}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each has a nats-server and a cpcancel of its own
 			st, p := processStack(t, emulator.Options{OperationDuration: 300 * time.Millisecond})
 			env := map[string]string{"CPCANCEL_MAX_ATTEMPTS": "1", "CPCANCEL_CONCURRENCY": "8"}
 			maps.Copy(env, tc.env)
