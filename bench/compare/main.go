@@ -15,7 +15,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,9 +82,9 @@ func runOnce(ctx context.Context, command string, timeout time.Duration) (loadge
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
-	var stdout bytes.Buffer
-	stderr := &tail{max: 4 << 10}
-	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	// The figures are one line of JSON; a command that writes more is not the load tool.
+	stdout, stderr := &tail{max: 64 << 10}, &tail{max: 4 << 10}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	err := cmd.Run()
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
 		err = fmt.Errorf("not done within %s", timeout)
@@ -94,7 +93,7 @@ func runOnce(ctx context.Context, command string, timeout time.Duration) (loadge
 		return loadgen.Figures{}, fmt.Errorf("%s: %w\n%s", command, err, stderr)
 	}
 	var f loadgen.Figures
-	if err := json.Unmarshal(stdout.Bytes(), &f); err != nil {
+	if err := json.Unmarshal(stdout.b, &f); err != nil {
 		return loadgen.Figures{}, fmt.Errorf("%s: not the load tool's -json figures (%v)\n%s", command, err, stderr)
 	}
 	if f.Results == 0 || f.Lost > 0 || f.Duplicated > 0 {

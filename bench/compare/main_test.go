@@ -62,6 +62,7 @@ func TestRunOnceRefuses(t *testing.T) {
 	}{
 		{"fails", "echo lost 3 of 5 >&2; exit 3; :", time.Minute, []string{"exit status 3", "lost 3 of 5"}},
 		{"no figures", "echo throughput 10 requests/s; :", time.Minute, []string{"not the load tool's -json figures"}},
+		{"too much output", "head -c 100000 /dev/zero | tr '\\0' x; :", time.Minute, []string{"not the load tool's -json figures"}},
 		{"lost", figures(4, 1), time.Minute, []string{"4 results of 5 requests, 1 lost"}},
 		{"no result", figures(0, 0), time.Minute, []string{"0 results of 5 requests"}},
 		{"too long", "echo started >&2; sleep 60; :", 300 * time.Millisecond, []string{"not done within 300ms", "started"}},
