@@ -342,10 +342,12 @@ func (p *Pool) fatal(ctx context.Context, pullErr error) error {
 			}
 			rctx, cancel := context.WithTimeout(ctx, recreateTimeout)
 			defer cancel()
-			if err := p.cfg.Recreate(rctx); err != nil && ctx.Err() == nil {
+			switch err := p.cfg.Recreate(rctx); {
+			case err == nil:
+				p.log.Warn("consumer was gone and is created again", "err", pullErr)
+			case ctx.Err() == nil:
 				return errors.Join(gone, fmt.Errorf("could not create it again: %w", err))
 			}
-			p.log.Warn("consumer was gone and is created again", "err", pullErr)
 		}
 	}
 	return nil
