@@ -153,8 +153,9 @@ func (f *Follower) Schedule(ctx context.Context, key, location string) error {
 // Failures of NATS never end following; a failure of the API ends it only when permanent. An
 // operation known to have ended (by this request's poll or another's) gives its own result, even
 // past the deadline; otherwise the first poll past the deadline that the API answers ends
-// following with follow_timeout (polls that get no answer at all go on for a while after it). When ctx ends
-// (shutdown) it hands the task back within a second, leaving the request's record as it is.
+// following with follow_timeout (polls that get no answer at all go on for a while after it).
+// When ctx ends (shutdown) it hands the task back within a second, leaving the request's record
+// as it is.
 func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) (decision worker.Decision) {
 	meta, err := msg.Metadata()
 	if err != nil {
