@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -101,13 +100,16 @@ func AzureCredential(getenv func(string) string, opts AzureOptions) (azcore.Toke
 
 // AzureToken supplies tokens from an Azure credential for one scope, cached and replaced five
 // minutes before they expire; a refresh (after a 401) asks the credential again at once. Safe for
-// concurrent use: one caller fetches while the others wait for its token.
+// concurrent use: one caller fetches while the others wait for its token, each no longer than its
+// own ctx allows.
 type AzureToken struct {
 	cred  azcore.TokenCredential
 	scope string
 
-	mu    sync.Mutex
-	token azcore.AccessToken
+	// turn is held (one value in it) by the caller reading or fetching the token; a channel, not
+	// a mutex, so that a caller waiting behind a fetch that hangs gives up when its ctx is done.
+	turn  chan struct{}
+	token azcore.AccessToken // guarded by turn
 }
 
 var _ TokenSource = (*AzureToken)(nil)
@@ -118,13 +120,17 @@ func NewAzureToken(cred azcore.TokenCredential, scope string) *AzureToken {
 	if scope == "" {
 		scope = defaultScope
 	}
-	return &AzureToken{cred: cred, scope: scope}
+	return &AzureToken{cred: cred, scope: scope, turn: make(chan struct{}, 1)}
 }
 
 // Token returns a token valid for at least five more minutes, fetching one when needed.
 func (a *AzureToken) Token(ctx context.Context, refresh bool) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	select {
+	case a.turn <- struct{}{}:
+		defer func() { <-a.turn }()
+	case <-ctx.Done():
+		return "", fmt.Errorf("azure token for %s: waiting for another caller's fetch: %w", a.scope, ctx.Err())
+	}
 	if !refresh && a.token.Token != "" && time.Until(a.token.ExpiresOn) > refreshBefore {
 		return a.token.Token, nil
 	}

@@ -40,6 +40,19 @@ func (f *fakeCredential) GetToken(_ context.Context, o policy.TokenRequestOption
 	return azcore.AccessToken{Token: fmt.Sprintf("token-%d", f.calls), ExpiresOn: time.Now().Add(f.ttl)}, nil
 }
 
+// hangingCredential never answers: GetToken returns only when its ctx is done, as against an
+// identity endpoint that accepts the connection and then says nothing.
+type hangingCredential struct {
+	started chan struct{} // closed by the first call
+	once    sync.Once
+}
+
+func (h *hangingCredential) GetToken(ctx context.Context, _ policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	h.once.Do(func() { close(h.started) })
+	<-ctx.Done()
+	return azcore.AccessToken{}, ctx.Err()
+}
+
 func TestAzureToken(t *testing.T) {
 	ctx := context.Background()
 	t.Run("cached until five minutes before expiry", func(t *testing.T) {
@@ -68,6 +81,26 @@ func TestAzureToken(t *testing.T) {
 		a.Token(ctx, false)
 		if tok, _ := a.Token(ctx, true); tok != "token-2" {
 			t.Errorf("refreshed token = %q, want token-2", tok)
+		}
+	})
+	t.Run("a caller waiting behind a fetch that hangs gives up with its ctx", func(t *testing.T) {
+		cred := &hangingCredential{started: make(chan struct{})}
+		a := NewAzureToken(cred, "")
+		hung, stop := context.WithCancel(ctx)
+		defer stop()
+		go a.Token(hung, false)
+		<-cred.started
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { _, err := a.Token(short, false); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("error %v, want the waiting caller's deadline", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the waiting caller was still held 5s after its ctx ended")
 		}
 	})
 	t.Run("errors name the scope", func(t *testing.T) {

@@ -150,7 +150,7 @@ type cancelMetadata struct {
 
 // Cancel asks the API to cancel the offer's running operation. It returns Accepted for 200 and
 // 202, and an *Error for everything else; Error.Transient alone says whether to retry. After a
-// 401 it asks Tokens for a fresh token and tries exactly once more.
+// 401 it asks Tokens for a fresh token and tries exactly once more, if the token is new.
 func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error) {
 	if !cancelevent.ValidID(req.PublisherID) || !cancelevent.ValidID(req.OfferID) {
 		return Accepted{}, &Error{Code: cancelevent.CodeInvalidRequest,
@@ -181,28 +181,36 @@ func (c *Client) Cancel(ctx context.Context, req CancelRequest) (Accepted, error
 	})
 }
 
-// withToken makes call with a token, and after a 401 once more with a fresh one. secrets are the
-// tokens sent so far, which call redacts from what it reports.
+// withToken makes call with a token, and after a 401 once more with a fresh one, unless the
+// source has no other (a static token, or one its cache still holds): the same token would get
+// the same answer. secrets are the tokens sent so far, which call redacts from what it reports.
 func withToken[T any](ctx context.Context, c *Client, call func(token string, secrets []string) (T, error)) (T, error) {
 	var none T
 	token, err := c.token(ctx, false)
 	if err != nil {
 		return none, err
 	}
-	v, err := call(token, []string{token})
+	v, callErr := call(token, []string{token})
 	var e *Error
-	if !errors.As(err, &e) || e.StatusCode != http.StatusUnauthorized {
-		return v, err
+	if !errors.As(callErr, &e) || e.StatusCode != http.StatusUnauthorized {
+		return v, callErr
 	}
 	fresh, err := c.token(ctx, true)
 	if err != nil {
 		return none, err
 	}
+	if fresh == token {
+		return v, callErr
+	}
 	return call(fresh, []string{token, fresh})
 }
 
-// token returns a usable token from c.tokens, or a transient *Error.
+// token returns a usable token from c.tokens, or a transient *Error. Getting it is bounded by
+// the timeout of a call, as an identity endpoint that never answers would otherwise hold the
+// request (and its lease) for good.
 func (c *Client) token(ctx context.Context, refresh bool) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	tok, err := c.tokens.Token(ctx, refresh)
 	if err != nil {
 		return "", &Error{Code: cancelevent.CodeTokenError, Transient: true,

@@ -1,6 +1,7 @@
 package cloudpartner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -450,6 +451,7 @@ func TestCancelUnauthorized(t *testing.T) {
 		name        string
 		respond     func(w http.ResponseWriter, r *http.Request, n int)
 		refreshErr  error
+		fresh       string // the refreshed token; "new-token" when empty
 		want        Accepted
 		wantErr     *Error
 		wantAuth    []string
@@ -496,6 +498,17 @@ func TestCancelUnauthorized(t *testing.T) {
 			wantRefresh: []bool{false, true},
 		},
 		{
+			name: "a refresh that brings the same token sends nothing again",
+			respond: func(w http.ResponseWriter, r *http.Request, n int) {
+				w.WriteHeader(http.StatusUnauthorized)
+			},
+			fresh:       "old-token",
+			wantErr:     &Error{StatusCode: 401, Code: "unauthorized", Message: "Unauthorized"},
+			wantAuth:    []string{"Bearer old-token"},
+			wantCodes:   []string{"401"},
+			wantRefresh: []bool{false, true},
+		},
+		{
 			name: "refresh fails",
 			respond: func(w http.ResponseWriter, r *http.Request, n int) {
 				w.WriteHeader(http.StatusUnauthorized)
@@ -511,7 +524,7 @@ func TestCancelUnauthorized(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newAPIServer(t, tc.respond)
 			obs := &recordingObserver{}
-			tokens := &scriptedTokens{old: "old-token", fresh: "new-token", refreshErr: tc.refreshErr}
+			tokens := &scriptedTokens{old: "old-token", fresh: cmp.Or(tc.fresh, "new-token"), refreshErr: tc.refreshErr}
 			c := newTestClient(t, srv.URL, tokens, obs, 0)
 
 			got, err := c.Cancel(context.Background(), contoso)
@@ -540,6 +553,25 @@ func TestCancelUnauthorized(t *testing.T) {
 				t.Errorf("token refresh arguments %v, want %v", tokens.calls, tc.wantRefresh)
 			}
 		})
+	}
+}
+
+func TestTokenFetchIsBounded(t *testing.T) {
+	srv := newAPIServer(t, func(w http.ResponseWriter, r *http.Request, n int) { w.WriteHeader(http.StatusOK) })
+	cred := &hangingCredential{started: make(chan struct{})}
+	c := newTestClient(t, srv.URL, NewAzureToken(cred, ""), nil, 100*time.Millisecond)
+	done := make(chan error, 1)
+	go func() { _, err := c.Cancel(context.Background(), contoso); done <- err }()
+	select {
+	case err := <-done:
+		if e := asError(t, err); e.Code != "token_error" || !e.Transient {
+			t.Errorf("error %+v, want a transient token_error", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Cancel still waited for a token 5s after its 100ms timeout")
+	}
+	if n := len(srv.requests()); n != 0 {
+		t.Errorf("server saw %d requests, want none without a token", n)
 	}
 }
 

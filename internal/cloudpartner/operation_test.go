@@ -139,7 +139,7 @@ func TestOperationTransientStatuses(t *testing.T) {
 				w.WriteHeader(tc.status)
 			}))
 			t.Cleanup(srv.Close)
-			c, err := New(Config{BaseURL: srv.URL, Tokens: StaticToken(testToken)})
+			c, err := New(Config{BaseURL: srv.URL, Tokens: &scriptedTokens{old: "old-token", fresh: "new-token"}})
 			if err != nil {
 				t.Fatal(err)
 			}
