@@ -85,6 +85,7 @@ func TestBadCommandLines(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// Nothing listens here: a command that got as far as connecting fails fast too.
 			t.Setenv("NATS_URL", "nats://127.0.0.1:1")
+			t.Setenv("CPCANCEL_NATS_URL", "")
 			_, _, err := run(t, tt.args...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("%v: error %v, want one mentioning %s", tt.args, err, tt.want)

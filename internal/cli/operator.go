@@ -64,11 +64,7 @@ func newOperatorFlags(fs *flag.FlagSet) (*operatorFlags, error) {
 		return nil, usageError{fmt.Errorf("configuration: %w", err)}
 	}
 	o := &operatorFlags{cfg: cfg}
-	defaultURL := os.Getenv("NATS_URL")
-	if defaultURL == "" {
-		defaultURL = nats.DefaultURL
-	}
-	fs.StringVar(&o.natsURL, "nats", defaultURL, "NATS server URL (default $NATS_URL or "+nats.DefaultURL+"); TLS and credentials from CPCANCEL_NATS_CA, _CERT, _KEY, _CREDS, _NKEY")
+	natsURLFlag(fs, &o.natsURL)
 	return o, nil
 }
 

@@ -43,6 +43,7 @@ func startOperatorStack(t *testing.T) *operatorStack {
 	t.Cleanup(emu.Close)
 
 	t.Setenv("NATS_URL", srv.ClientURL())
+	t.Setenv("CPCANCEL_NATS_URL", "")
 	// The operator commands read the follow interval as the service does.
 	t.Setenv("CPCANCEL_FOLLOW_INTERVAL", followInterval.String())
 	cfg := config.Default()
@@ -474,6 +475,7 @@ func (w *cancelOnWrite) String() string {
 func TestOperatorCommandUsage(t *testing.T) {
 	// Nothing listens here: a command that got as far as connecting would fail with exit 1.
 	t.Setenv("NATS_URL", "nats://127.0.0.1:1")
+	t.Setenv("CPCANCEL_NATS_URL", "")
 	tests := []struct {
 		name string
 		args []string
@@ -517,5 +519,35 @@ func TestOperatorCommandUsage(t *testing.T) {
 	// Flags are fine, NATS is not there: not a usage error.
 	if _, status, err := runCmd(t, t.Context(), "status", "-source", "/s", "-id", "i"); status != exitUnknown || err == nil {
 		t.Errorf("status without NATS: exit %d, %v; want exit 1", status, err)
+	}
+}
+
+// TestCommandsConnectWhereTheServiceDoes checks -nats's default: the server the service in the
+// same environment uses, CPCANCEL_NATS_URL before NATS_URL, as the service reads them.
+func TestCommandsConnectWhereTheServiceDoes(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	streams := config.Default().Streams
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: streams.RequestStream,
+		Subjects: []string{streams.RequestSubject}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CPCANCEL_NATS_URL", srv.ClientURL())
+	t.Setenv("NATS_URL", "nats://127.0.0.1:1") // nothing listens here
+	if out, status, err := runCmd(t, t.Context(), "publish", "-publisher", "p", "-offer", "o"); err != nil {
+		t.Fatalf("publish: exit %d, %v; output %q", status, err, out)
+	}
+	if _, status, err := runCmd(t, t.Context(), "status", "-source", "/s", "-id", "unknown"); status != 1 {
+		// 1: connected and found nothing; not reaching NATS is also 1, so the message tells them apart.
+		t.Fatalf("status: exit %d, %v; want 1", status, err)
+	} else if strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("status connected to NATS_URL: %v", err)
+	}
+	info, err := js.Stream(t.Context(), streams.RequestStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 1 {
+		t.Fatalf("%d requests stored, want the one published", n)
 	}
 }

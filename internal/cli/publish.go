@@ -27,14 +27,26 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 
+// natsURLFlag defines -nats for the commands that connect to NATS. Its default is the server the
+// service in the same environment connects to (CPCANCEL_NATS_URL, else NATS_URL), else the local
+// default, so that the commands need no flag beside the service.
+func natsURLFlag(fs *flag.FlagSet, p *string) {
+	url := os.Getenv("CPCANCEL_NATS_URL")
+	if url == "" {
+		url = os.Getenv("NATS_URL")
+	}
+	if url == "" {
+		url = nats.DefaultURL
+	}
+	fs.StringVar(p, "nats", url, "NATS server URL (default $CPCANCEL_NATS_URL, else $NATS_URL, else "+nats.DefaultURL+
+		"); TLS and credentials from CPCANCEL_NATS_CA, _CERT, _KEY, _CREDS, _NKEY")
+}
+
 func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("consumer publish", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	defaultURL := os.Getenv("NATS_URL")
-	if defaultURL == "" {
-		defaultURL = nats.DefaultURL
-	}
-	natsURL := fs.String("nats", defaultURL, "NATS server URL (default $NATS_URL or "+nats.DefaultURL+"); TLS and credentials from CPCANCEL_NATS_CA, _CERT, _KEY, _CREDS, _NKEY")
+	var natsURL string
+	natsURLFlag(fs, &natsURL)
 	defaults := config.Default().Streams
 	subject := fs.String("subject", defaults.RequestSubject, "request subject")
 	resultPrefix := fs.String("results", defaults.ResultSubjectPrefix, "result subject prefix, for -wait")
@@ -77,7 +89,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	nc, err := broker.Connect(*natsURL, "cpcancel-publish", discard, append(security, nats.MaxReconnects(0))...)
+	nc, err := broker.Connect(natsURL, "cpcancel-publish", discard, append(security, nats.MaxReconnects(0))...)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
