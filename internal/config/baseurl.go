@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -30,24 +31,33 @@ func ParseBaseURL(raw string) (*url.URL, error) {
 	case u.User != nil:
 		return nil, errors.New("base URL must not contain user information")
 	case u.Scheme == "" || u.Opaque != "" || u.Hostname() == "":
-		return nil, fmt.Errorf("base URL %q is not absolute, want e.g. https://cloudpartner.azure.com", raw)
+		return nil, fmt.Errorf("base URL %s is not absolute, want e.g. https://cloudpartner.azure.com", show(raw))
 	case u.RawQuery != "" || u.ForceQuery:
-		return nil, fmt.Errorf("base URL %q must not have a query", raw)
+		return nil, fmt.Errorf("base URL %s must not have a query", show(raw))
 	case u.Fragment != "":
-		return nil, fmt.Errorf("base URL %q must not have a fragment", raw)
+		return nil, fmt.Errorf("base URL %s must not have a fragment", show(raw))
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("base URL %q: plain http is allowed only for a loopback host, use https", raw)
+			return nil, fmt.Errorf("base URL %s: plain http is allowed only for a loopback host, use https", show(raw))
 		}
 	default:
-		return nil, fmt.Errorf("base URL %q: scheme must be https", raw)
+		return nil, fmt.Errorf("base URL %s: scheme must be https", show(raw))
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = strings.TrimRight(u.RawPath, "/")
 	return u, nil
+}
+
+// show quotes raw for an error message, unless it may hold a password: a URL that url.Parse does
+// not read as carrying user information may still hold one ("https:/user:password@host").
+func show(raw string) string {
+	if strings.Contains(raw, "@") {
+		return "(not shown: it contains @)"
+	}
+	return strconv.Quote(raw)
 }
 
 func isLoopback(host string) bool {

@@ -29,6 +29,8 @@ func TestParseBaseURL(t *testing.T) {
 		{"", ""},
 		{"https://", ""},
 		{"https://user:secret@cloudpartner.azure.com", ""},
+		{"https:/user:secret@cloudpartner.azure.com", ""}, // user information that url.Parse reads as a path
+		{"ftp://user:secret@cloudpartner.azure.com/#x", ""},
 		{"https://cloudpartner.azure.com/?x=1", ""},
 		{"https://cloudpartner.azure.com/#frag", ""},
 		{"https://cloud partner", ""},

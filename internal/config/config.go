@@ -10,6 +10,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -241,8 +242,9 @@ func (a CloudPartner) Validate() error {
 	switch {
 	case a.Token != "" && a.TokenFile != "":
 		p.add("CPCANCEL_CLOUDPARTNER_TOKEN", "set either it or CPCANCEL_CLOUDPARTNER_TOKEN_FILE, not both")
-	case strings.ContainsAny(a.Token, " \t\r\n"):
-		p.add("CPCANCEL_CLOUDPARTNER_TOKEN", "must not contain white space")
+	case strings.ContainsFunc(a.Token, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+		// As the client would refuse to send it, every request would wait for another token.
+		p.add("CPCANCEL_CLOUDPARTNER_TOKEN", "must be printable ASCII without white space, as an HTTP header needs")
 	}
 	if a.TokenFile != "" && a.Token == "" {
 		p.file("CPCANCEL_CLOUDPARTNER_TOKEN_FILE", a.TokenFile)
@@ -253,8 +255,8 @@ func (a CloudPartner) Validate() error {
 	if a.HTTPTimeout <= 0 {
 		p.add("CPCANCEL_HTTP_TIMEOUT", "must be positive, got %s", a.HTTPTimeout)
 	}
-	if a.APIRateLimit < 0 {
-		p.add("CPCANCEL_API_RATE_LIMIT", "must not be negative, got %g", a.APIRateLimit)
+	if a.APIRateLimit < 0 || math.IsNaN(a.APIRateLimit) || math.IsInf(a.APIRateLimit, 0) {
+		p.add("CPCANCEL_API_RATE_LIMIT", "must be a finite number, not negative, got %g", a.APIRateLimit)
 	}
 	if a.APIConcurrency < 0 {
 		p.add("CPCANCEL_API_CONCURRENCY", "must not be negative, got %d", a.APIConcurrency)
