@@ -89,7 +89,7 @@ type CloudPartner struct {
 type Processing struct {
 	Concurrency     int           `envconfig:"CPCANCEL_CONCURRENCY" default:"2048" desc:"most requests processed at once: the ceiling of the adaptive limit, which follows the API's latency and pushback (docs/performance.md)"`
 	ConcurrencyMin  int           `envconfig:"CPCANCEL_CONCURRENCY_MIN" default:"8" desc:"floor of the adaptive limit, where it starts; equal to CPCANCEL_CONCURRENCY (or above) for a fixed limit"`
-	MaxAttempts     int           `envconfig:"CPCANCEL_MAX_ATTEMPTS" default:"5" desc:"deliveries of a request before a transient failure becomes a failed result"`
+	MaxAttempts     int           `envconfig:"CPCANCEL_MAX_ATTEMPTS" default:"5" desc:"API calls made for a request (timeouts and transport errors included) before a transient failure becomes a failed result"`
 	MaxRequestBytes int           `envconfig:"CPCANCEL_MAX_REQUEST_BYTES" default:"65536" desc:"largest request message accepted; larger ones are dead-lettered"`
 	ResultMode      string        `envconfig:"CPCANCEL_RESULT_MODE" default:"binary" desc:"CloudEvents content mode of results: binary or structured"`
 	Source          string        `envconfig:"CPCANCEL_SOURCE" default:"/cpcancel" desc:"CloudEvents source of result events"`

@@ -71,15 +71,19 @@ func waitCount(t *testing.T, st *stack, stream string, n uint64, timeout time.Du
 	st.waitMsgs(t, stream, timeout, fmt.Sprintf("at least %d", n), func(have uint64) bool { return have >= n })
 }
 
-// checkExactlyOnce asserts one result per offer and returns how many offers the API saw twice.
+// checkExactlyOnce asserts one result per offer, whose attempts are no more than the API calls
+// made for it (the fault used up none), and returns how many offers the API saw twice.
 func checkExactlyOnce(t *testing.T, st *stack, offers []string) (calledTwice int) {
 	t.Helper()
 	results := byRequest(t, st.waitStream(t, "CPCANCEL_RESULTS", len(offers), 60*time.Second))
 	for _, o := range offers {
-		if _, ok := results[o]; !ok {
+		n := st.emu.CancelCount("contoso", o)
+		if r, ok := results[o]; !ok {
 			t.Errorf("no result for %s", o)
+		} else if r.data.Attempts < 1 || r.data.Attempts > n {
+			t.Errorf("%s: result counts %d attempts for %d API calls", o, r.data.Attempts, n)
 		}
-		switch n := st.emu.CancelCount("contoso", o); {
+		switch {
 		case n == 0:
 			t.Errorf("%s: API never called", o)
 		case n > 1:
