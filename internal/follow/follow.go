@@ -15,6 +15,7 @@
 package follow
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,8 +41,19 @@ import (
 )
 
 const (
-	// maxTask bounds a follow task's body.
-	maxTask = 4 << 10
+	// maxKey is the longest request key a task may carry; state.Key makes 32 hex digits.
+	maxKey = 64
+	// maxLocation is the longest location a task carries: the client takes a Location of up to
+	// 2048 bytes (maxLocationBytes in internal/cloudpartner) and makes a relative one absolute
+	// by prefixing CPCANCEL_CLOUDPARTNER_BASE_URL, which config does not bound: 2 KiB is allowed
+	// for it.
+	maxLocation = 2048 + 2048
+	// maxEscaped is the most bytes JSON writes for one byte of a location: \ufffd for a byte
+	// that is not UTF-8 (and \u0026 for &, were it escaped: encodeTask writes it as it is).
+	maxEscaped = len(`\ufffd`)
+	// maxTask bounds a follow task's body: it holds the task of any location the client accepts,
+	// so that Schedule never refuses one, and bounds what is read from the (untrusted) stream.
+	maxTask = len(`{"key":"","location":""}`) + maxKey + maxEscaped*maxLocation
 	// maxBackoff caps the delay before retrying after a failure of NATS: work resumes within
 	// seconds of an outage's end.
 	maxBackoff = 15 * time.Second
@@ -51,9 +63,9 @@ const (
 
 // Poller reads operations; *cloudpartner.Client satisfies it. Its errors should be
 // *cloudpartner.Error: a permanent one ends following with a failed final result, anything else
-// is retried until the deadline. A Poller that also has SameOrigin(location) bool (as the client
-// does) is asked first, and a location it refuses is not handed to Operation at all. It must be
-// safe for concurrent use.
+// is retried until the deadline, not before its RetryAfter (which the client bounds to an hour).
+// A Poller that also has SameOrigin(location) bool (as the client does) is asked first, and a
+// location it refuses is not handed to Operation at all. It must be safe for concurrent use.
 type Poller interface {
 	Operation(ctx context.Context, location string) (cloudpartner.Operation, error)
 }
@@ -126,7 +138,7 @@ type task struct {
 // scheduling again inside the follow stream's duplicate window stores nothing more, and a task
 // stored twice later still yields one final result.
 func (f *Follower) Schedule(ctx context.Context, key, location string) error {
-	body, err := json.Marshal(task{Key: key, Location: location})
+	body, err := encodeTask(task{Key: key, Location: location})
 	if err != nil {
 		return err
 	}
@@ -148,7 +160,8 @@ func (f *Follower) Schedule(ctx context.Context, key, location string) error {
 //   - Ack once the request's final result is stored and marked in its record;
 //   - Nak with the delay until the next step is due: the first poll, the operation's next poll,
 //     or a retry after a failure of NATS (exponential backoff on the delivery count, capped at
-//     a minute) or of the API (an Interval, or until the deadline when that comes first).
+//     a minute) or of the API (an Interval, or until the deadline when that comes first, or
+//     the API's Retry-After when that is longer than an Interval).
 //
 // Failures of NATS never end following; a failure of the API ends it only when permanent. An
 // operation known to have ended (by this request's poll or another's) gives its own result, even
@@ -228,8 +241,8 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		// that, the deadline alone ends nothing: an outage may have kept every poll (or every
 		// answer) back, so the last word is a fresh poll's.
 		return end(f.timedOut(rec.Status))
-	case rec.Revision != 0 && now.Before(rec.LastPoll.Add(f.cfg.Interval)):
-		return worker.Nak(rec.LastPoll.Add(f.cfg.Interval).Sub(now)+jitter(time.Second), "operation polled recently"), nil
+	case rec.Revision != 0 && now.Before(f.due(rec.Poll)):
+		return worker.Nak(f.due(rec.Poll).Sub(now)+jitter(time.Second), "operation polled recently"), nil
 	}
 	claimed, err := f.store.ClaimPoll(ctx, loc, rec, now)
 	if errors.Is(err, state.ErrConflict) {
@@ -268,9 +281,49 @@ func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 		// meanwhile. Ask again an interval from now, for a while.
 		f.log.WarnContext(ctx, "operation status not read after the follow deadline, polling again", "key", key, "err", err)
 		return worker.Nak(f.cfg.Interval+jitter(time.Second), "operation status not read"), nil
+	case retryAfter(err) > f.cfg.Interval:
+		// The API asked for a longer pause than an interval: every request waiting on the
+		// operation keeps it, through the poll record. Up to the deadline only, as nextPoll:
+		// there one more poll has the last word, and following ends within its bounds.
+		wait := min(retryAfter(err), max(e.Follow.Deadline.Sub(now), 0))
+		f.log.WarnContext(ctx, "operation status not read, polling again after the API's Retry-After", "key", key,
+			"retry_after", wait, "err", err)
+		f.holdPolls(ctx, loc, claimed, time.Now().Add(wait))
+		return worker.Nak(wait+jitter(time.Second), "operation status not read, Retry-After"), nil
 	default:
 		f.log.WarnContext(ctx, "operation status not read, polling again", "key", key, "err", err)
 		return worker.Nak(f.nextPoll(e.Follow.Deadline, now), "operation status not read"), nil
+	}
+}
+
+// retryAfter is the pause the API asked for in answering a poll with err (Retry-After, bounded by
+// the client); zero when it asked for none.
+func retryAfter(err error) time.Duration {
+	var apiErr *cloudpartner.Error
+	if errors.As(err, &apiErr) {
+		return apiErr.RetryAfter
+	}
+	return 0
+}
+
+// due is when the operation whose poll record is p may be polled again: an Interval after the
+// last poll, and not before a Retry-After lets it.
+func (f *Follower) due(p state.Poll) time.Time {
+	next := p.LastPoll.Add(f.cfg.Interval)
+	if p.NotBefore.After(next) {
+		return p.NotBefore
+	}
+	return next
+}
+
+// holdPolls writes notBefore into the operation's poll record as this poll claimed it
+// (ClaimPoll at the claim's own time changes nothing else), so that no request polls it earlier.
+// When someone changed the record since, nothing is written and only this task waits.
+func (f *Follower) holdPolls(ctx context.Context, loc string, claimed state.PollEntry, notBefore time.Time) {
+	held := claimed
+	held.NotBefore = notBefore
+	if _, err := f.store.ClaimPoll(ctx, loc, held, claimed.LastPoll); err != nil {
+		f.log.WarnContext(ctx, "operation's Retry-After not recorded", "location_key", state.OperationKey(loc), "err", err)
 	}
 }
 
@@ -444,6 +497,19 @@ func jitter(d time.Duration) time.Duration {
 	return time.Millisecond + rand.N(max(d-time.Millisecond, 1))
 }
 
+// encodeTask is the body of t: JSON with &, < and > written as they are, not as the 6 bytes
+// each that json.Marshal writes. A location's query may hold hundreds of them, and the follow
+// stream's bytes are bounded (CPCANCEL_FOLLOW_STREAM_MAX_BYTES).
+func encodeTask(t task) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(t); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
 // parseTask reads a task body: JSON, at most maxTask bytes, with a key as state.Key makes them
 // and a location.
 func parseTask(body []byte) (task, error) {
@@ -462,7 +528,7 @@ func parseTask(body []byte) (task, error) {
 // validKey reports whether k can be a request's key: lowercase hex, as state.Key makes them. Any
 // other key could name another kind of record, or one the bucket refuses.
 func validKey(k string) bool {
-	if k == "" || len(k) > 64 {
+	if k == "" || len(k) > maxKey {
 		return false
 	}
 	for i := 0; i < len(k); i++ {

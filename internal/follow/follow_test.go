@@ -24,6 +24,11 @@ func apiError(status int, transient bool) error {
 		Message: "BODY-TEXT from the answer", CorrelationID: "corr-err"}
 }
 
+// throttled is a transient error of the status GET asking for a pause of retryAfter.
+func throttled(status int, retryAfter time.Duration) error {
+	return &cloudpartner.Error{StatusCode: status, Code: "TooManyRequests", Transient: true, RetryAfter: retryAfter}
+}
+
 // wantResult is a result Decide should have stored.
 type wantResult struct {
 	outcome   cancelevent.Outcome
@@ -49,10 +54,11 @@ type decideCase struct {
 	location, taskLocation string
 	body                   []byte
 	// poll is the operation's poll record, last claimed pollAgo ago, and answered then unless
-	// pollUnanswered; nil for none.
+	// pollUnanswered, held by a Retry-After for pollHeld more from now when set; nil for none.
 	poll           *state.Poll
 	pollAgo        time.Duration
 	pollUnanswered bool
+	pollHeld       time.Duration
 	// answer is the Poller's; cancel makes the poll end with a shutdown.
 	answer      func(context.Context, string) (cloudpartner.Operation, error)
 	shutdown    bool
@@ -93,6 +99,13 @@ var decideCases = []decideCase{
 		wantKind: worker.KindNak, wantDelay: [2]time.Duration{interval, interval + time.Second}, wantPhase: state.Following, wantPolls: 1},
 	{name: "503 is transient", answer: answer(cloudpartner.Operation{}, apiError(503, true)),
 		wantKind: worker.KindNak, wantDelay: [2]time.Duration{interval, interval + time.Second}, wantPhase: state.Following, wantPolls: 1},
+	// Regression: a poll answered with a Retry-After was repeated an interval later.
+	{name: "429 with a Retry-After over an interval", answer: answer(cloudpartner.Operation{}, throttled(429, 5*interval)),
+		wantKind: worker.KindNak, wantDelay: [2]time.Duration{5 * interval, 5*interval + time.Second}, wantPhase: state.Following, wantPolls: 1},
+	{name: "503 with a Retry-After under an interval", answer: answer(cloudpartner.Operation{}, throttled(503, 10*time.Second)),
+		wantKind: worker.KindNak, wantDelay: [2]time.Duration{interval, interval + time.Second}, wantPhase: state.Following, wantPolls: 1},
+	{name: "429 with a Retry-After reaching past the deadline", deadlineIn: 10 * time.Second, answer: answer(cloudpartner.Operation{}, throttled(429, 5*interval)),
+		wantKind: worker.KindNak, wantDelay: [2]time.Duration{9 * time.Second, 11 * time.Second}, wantPhase: state.Following, wantPolls: 1},
 	{name: "a transport error is transient", answer: answer(cloudpartner.Operation{}, errors.New("connection reset")),
 		wantKind: worker.KindNak, wantDelay: [2]time.Duration{interval, interval + time.Second}, wantPhase: state.Following, wantPolls: 1},
 	{name: "400 ends without the body", answer: answer(cloudpartner.Operation{}, apiError(400, false)),
@@ -144,6 +157,8 @@ var decideCases = []decideCase{
 		wantResults: []wantResult{{outcome: cancelevent.Failed, code: cancelevent.CodeFollowTimeout, inMessage: []string{"not read"}}}},
 	{name: "polled recently", poll: &state.Poll{Status: "running"}, pollAgo: 20 * time.Second,
 		wantKind: worker.KindNak, wantDelay: [2]time.Duration{39 * time.Second, 41 * time.Second}, wantPhase: state.Following, wantPolls: 0},
+	{name: "polls held by a Retry-After", poll: &state.Poll{Status: "running"}, pollAgo: 2 * time.Minute, pollHeld: 3 * time.Minute,
+		wantKind: worker.KindNak, wantDelay: [2]time.Duration{3*time.Minute - time.Second, 3*time.Minute + time.Second}, wantPhase: state.Following, wantPolls: 0},
 	{name: "poll due again", poll: &state.Poll{Status: "running"}, pollAgo: 2 * time.Minute, answer: answer(cloudpartner.Operation{Status: "cancelled"}, nil),
 		wantKind: worker.KindAck, wantPhase: state.Final, wantPolls: 1,
 		wantResults: []wantResult{{outcome: cancelevent.Cancelled, status: 200, opStatus: "cancelled"}}},
@@ -169,7 +184,7 @@ var decideCases = []decideCase{
 		wantKind: worker.KindTerm, wantPhase: state.Following, wantDead: 1},
 	{name: "key naming a poll record", body: []byte(`{"key":"op.0123","location":"https://api.test/ops/x"}`),
 		wantKind: worker.KindTerm, wantPhase: state.Following, wantDead: 1},
-	{name: "body over 4 KiB", body: []byte(`{"key":"00","location":"` + strings.Repeat("a", 5000) + `"}`),
+	{name: "body over the task limit", body: []byte(`{"key":"00","location":"` + strings.Repeat("a", maxTask) + `"}`),
 		wantKind: worker.KindTerm, wantPhase: state.Following, wantDead: 1},
 	{name: "bucket unavailable", noBucket: true,
 		wantKind: worker.KindNak, wantDelay: [2]time.Duration{500 * time.Millisecond, time.Second}},
@@ -231,13 +246,17 @@ func (tc decideCase) run(t *testing.T) {
 		must(t, err)
 	}
 	if tc.poll != nil {
+		p := *tc.poll
+		if tc.pollHeld != 0 {
+			p.NotBefore = now.Add(tc.pollHeld)
+		}
 		if tc.pollUnanswered {
-			_, err := e.store.ClaimPoll(bg, loc, state.PollEntry{Poll: *tc.poll}, now.Add(-tc.pollAgo))
+			_, err := e.store.ClaimPoll(bg, loc, state.PollEntry{Poll: p}, now.Add(-tc.pollAgo))
 			must(t, err)
 		} else {
 			claimed, err := e.store.ClaimPoll(bg, loc, state.PollEntry{}, now.Add(-tc.pollAgo))
 			must(t, err)
-			must(t, e.store.RecordPoll(bg, loc, claimed, *tc.poll))
+			must(t, e.store.RecordPoll(bg, loc, claimed, p))
 		}
 	}
 	body := tc.body

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -277,4 +278,119 @@ func types(rs []stored) []string {
 		out = append(out, r.data.RequestID+":"+r.ev.Type())
 	}
 	return out
+}
+
+// TestRetryAfterHoldsEveryRequest is the regression of "polls ignore Retry-After": a poll answered
+// 429 with a Retry-After of 5 intervals hands its task back for that long, and another request
+// waiting on the same operation does not poll it before then either, though an interval passed.
+func TestRetryAfterHoldsEveryRequest(t *testing.T) {
+	api := &fakeAPI{origin: apiOrigin, answer: answer(cloudpartner.Operation{}, throttled(429, 5*interval))}
+	e := newEnv(t, api)
+	ctx := context.Background()
+	loc := apiOrigin + "/ops/throttled"
+	first := e.following(t, "throttled-1", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+	second := e.following(t, "throttled-2", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+
+	if d := e.f.Decide(ctx, e.deliver(t, taskBody(first, loc), "")); d.Kind != worker.KindNak || d.Delay < 5*interval {
+		t.Fatalf("throttled poll: %v %s %q, want Nak for the Retry-After of %s", d.Kind, d.Delay, d.Reason, 5*interval)
+	}
+	// An interval later (the record's last poll moved back) the Retry-After still holds.
+	rec, err := e.store.Operation(ctx, loc)
+	must(t, err)
+	_, err = e.store.ClaimPoll(ctx, loc, rec, rec.LastPoll.Add(-interval))
+	must(t, err)
+	if d := e.f.Decide(ctx, e.deliver(t, taskBody(second, loc), "")); d.Kind != worker.KindNak || d.Delay < 4*interval {
+		t.Errorf("other request's task: %v %s %q, want Nak until the Retry-After ends", d.Kind, d.Delay, d.Reason)
+	}
+	if n := api.calls.Load(); n != 1 {
+		t.Errorf("operation polled %d times inside its Retry-After, want once", n)
+	}
+}
+
+// TestRetryAfterBoundedByClient: a Retry-After of years from the API holds polls for the hour the
+// client bounds it to, as on the request path, not longer.
+func TestRetryAfterBoundedByClient(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "99999999999")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	defer srv.Close()
+	client, err := cloudpartner.New(cloudpartner.Config{BaseURL: srv.URL, Tokens: cloudpartner.StaticToken("token")})
+	must(t, err)
+	e := newEnv(t, client)
+	ctx := context.Background()
+	loc := srv.URL + "/ops/hostile"
+	key := e.following(t, "hostile", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+	d := e.f.Decide(ctx, e.deliver(t, taskBody(key, loc), ""))
+	if d.Kind != worker.KindNak || d.Delay < time.Hour || d.Delay > time.Hour+time.Second {
+		t.Errorf("decision %v %s %q, want Nak for an hour", d.Kind, d.Delay, d.Reason)
+	}
+	rec, err := e.store.Operation(ctx, loc)
+	must(t, err)
+	if hold := time.Until(rec.NotBefore); hold < time.Hour-time.Minute || hold > time.Hour {
+		t.Errorf("poll record held for %s, want an hour", hold)
+	}
+}
+
+// TestScheduleLongestLocation is the regression of "a valid Location rejected forever": the task
+// of any Location the client accepts (2048 bytes of characters that JSON escapes, after the base
+// URL) is scheduled and decided; one byte more the client refuses, so the bound is the client's.
+func TestScheduleLongestLocation(t *testing.T) {
+	var raw string // the Location the API answers with
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.Header()["Location"] = []string{raw}
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		fmt.Fprint(w, `{"status":"running"}`)
+	}))
+	defer srv.Close()
+	client, err := cloudpartner.New(cloudpartner.Config{BaseURL: srv.URL, Tokens: cloudpartner.StaticToken("token")})
+	must(t, err)
+	e := newEnv(t, client)
+	ctx := context.Background()
+	cancel := func(location string) string {
+		raw = location
+		acc, err := client.Cancel(ctx, cloudpartner.CancelRequest{PublisherID: "contoso", OfferID: "offer"})
+		must(t, err)
+		return acc.Location
+	}
+
+	for i, fill := range []string{"a=1&", "<>", `"\`, "\xff", "\u2028"} {
+		loc := cancel(sized("/api/operations/x?", fill, 2048))
+		if loc == "" {
+			t.Fatalf("%q: the client refused a Location of 2048 bytes", fill)
+		}
+		key := e.following(t, fmt.Sprintf("long-%d", i), loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+		if err := e.f.Schedule(ctx, key, loc); err != nil {
+			t.Errorf("%q: %v", fill, err)
+			continue
+		}
+		if d := e.f.Decide(ctx, e.next(t)); d.Kind != worker.KindNak {
+			t.Errorf("%q: decision %v %q, want Nak until the next poll", fill, d.Kind, d.Reason)
+		}
+	}
+	if loc := cancel(sized("/api/operations/x?", "a", 2049)); loc != "" {
+		t.Errorf("the client took a Location of 2049 bytes: maxLocation no longer bounds what it accepts")
+	}
+}
+
+// sized is prefix followed by fill repeated, then padding, n bytes in all.
+func sized(prefix, fill string, n int) string {
+	s := prefix + strings.Repeat(fill, (n-len(prefix))/len(fill))
+	return s + strings.Repeat("a", n-len(s))
+}
+
+// TestTaskLimit: a task of the longest key and location, every byte of which JSON writes as 6, is
+// within the limit that Decide reads tasks under; a byte more is not.
+func TestTaskLimit(t *testing.T) {
+	longest, err := encodeTask(task{Key: strings.Repeat("f", maxKey), Location: strings.Repeat("\xff", maxLocation)})
+	must(t, err)
+	if _, err := parseTask(longest); err != nil {
+		t.Errorf("longest task (%d bytes): %v", len(longest), err)
+	}
+	if _, err := parseTask(append(longest, ' ')); err == nil {
+		t.Errorf("a task of %d bytes was read", len(longest)+1)
+	}
 }

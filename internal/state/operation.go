@@ -29,6 +29,9 @@ type Poll struct {
 	// Messages and CorrelationID are the operation's messages and the answer's correlation id.
 	Messages      []string `json:"messages,omitempty"`
 	CorrelationID string   `json:"correlationId,omitempty"`
+	// NotBefore is when a poll answered with a Retry-After longer than the poll interval lets
+	// the operation be polled again; zero when none asked for more.
+	NotBefore time.Time `json:"notBefore,omitzero"`
 }
 
 // PollEntry is a Poll as read from the bucket; Revision 0 means the operation has no record yet.
@@ -89,6 +92,7 @@ func (s *Store) RecordPoll(ctx context.Context, location string, claimed PollEnt
 		return err
 	}
 	p.LastPoll, p.Answered = later(p.LastPoll, cur.LastPoll), later(p.Answered, cur.Answered)
+	p.NotBefore = later(p.NotBefore, cur.NotBefore) // a later poll's Retry-After holds
 	_, err = s.putPoll(ctx, location, p, cur.Revision)
 	return err
 }

@@ -106,6 +106,33 @@ func TestRecordPollKeepsTerminal(t *testing.T) {
 	}
 }
 
+func TestRecordPollKeepsALaterHold(t *testing.T) {
+	s, _ := pollStore(t)
+	ctx := context.Background()
+	loc := "https://api.example/ops/5"
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	a, err := s.ClaimPoll(ctx, loc, PollEntry{}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A slow poll: someone else polls after it and is told to wait (Retry-After) first.
+	b, err := s.ClaimPoll(ctx, loc, a, now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := b
+	held.NotBefore = now.Add(time.Hour)
+	if _, err := s.ClaimPoll(ctx, loc, held, b.LastPoll); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordPoll(ctx, loc, a, Poll{Status: "running"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Operation(ctx, loc); got.Status != "running" || !got.NotBefore.Equal(now.Add(time.Hour)) {
+		t.Fatalf("record %+v: the later poll's hold is lost", got.Poll)
+	}
+}
+
 func TestClaimPollAfterDelete(t *testing.T) {
 	s, kv := pollStore(t)
 	ctx := context.Background()
