@@ -193,12 +193,19 @@ func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) (decision work
 		switch {
 		case errors.Is(err, state.ErrNotFound):
 			return f.deadLetter(ctx, msg, meta, reasonMismatch)
+		case errors.Is(err, state.ErrUnreadable):
+			f.log.ErrorContext(ctx, "following request whose record is unreadable", "key", t.Key, "err", err)
+			return f.deadLetter(ctx, msg, meta, "the request's record is unreadable")
 		case err != nil:
 			return f.retry(ctx, meta, "request state not read", err)
 		case !backs(e, t):
 			return f.deadLetter(ctx, msg, meta, reasonMismatch)
 		}
 		d, err := f.decide(ctx, msg, meta, t.Key, e)
+		if errors.Is(err, results.ErrUnreadable) {
+			f.log.ErrorContext(ctx, "request whose final result is unreadable", "key", t.Key, "err", err)
+			return f.deadLetter(ctx, msg, meta, "the request's final result is unreadable")
+		}
 		if !errors.Is(err, state.ErrConflict) {
 			return d
 		}
@@ -211,7 +218,8 @@ func (f *Follower) Decide(ctx context.Context, msg jetstream.Msg) (decision work
 }
 
 // decide decides for the record e, which backs the task. It returns state.ErrConflict when e
-// changed before it could be written: the caller reads it again.
+// changed before it could be written (the caller reads it again), and results.ErrUnreadable when
+// the final result recorded in e is not one.
 func (f *Follower) decide(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, key string, e state.Entry) (worker.Decision, error) {
 	if e.Phase == state.Final {
 		return f.publishFinal(ctx, meta, key, e)
@@ -444,6 +452,9 @@ func (f *Follower) publishFinal(ctx context.Context, meta *jetstream.MsgMetadata
 		return worker.Ack(), nil
 	}
 	seq, err := f.out.PublishRecorded(ctx, e.Final)
+	if errors.Is(err, results.ErrUnreadable) {
+		return worker.Decision{}, err
+	}
 	if err != nil {
 		return f.retry(ctx, meta, "final result not stored", err), nil
 	}

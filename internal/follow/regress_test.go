@@ -394,3 +394,42 @@ func TestTaskLimit(t *testing.T) {
 		t.Errorf("a task of %d bytes was read", len(longest)+1)
 	}
 }
+
+// TestUnreadableRecordIsDeadLettered: a task whose request record cannot be read (a phase this
+// version does not know), or whose recorded final result is not an event, is dead-lettered
+// instead of retried until the follow stream drops it; nothing is polled.
+func TestUnreadableRecordIsDeadLettered(t *testing.T) {
+	ctx := context.Background()
+	loc := apiOrigin + "/ops/damaged"
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, e *env, key string)
+	}{
+		{"unknown phase", func(t *testing.T, e *env, key string) {
+			_, err := e.kv.Put(ctx, key, []byte(`{"phase":"Following"}`+"\n"))
+			must(t, err)
+		}},
+		{"final result no event", func(t *testing.T, e *env, key string) {
+			e.finalRecorded(t, key, "damaged", cancelevent.Cancelled, 0)
+			cur, err := e.store.Get(ctx, key)
+			must(t, err)
+			cur.Final = []byte(`{}`)
+			_, err = e.store.Update(ctx, key, cur.State, cur.Revision)
+			must(t, err)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := &fakeAPI{origin: apiOrigin, answer: answer(cloudpartner.Operation{Status: "running"}, nil)}
+			e := newEnv(t, api)
+			key := e.following(t, "damaged", loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
+			tc.damage(t, e, key)
+			d := e.f.Decide(ctx, e.deliver(t, taskBody(key, loc), ""))
+			if d.Kind != worker.KindTerm || !strings.Contains(d.Reason, "unreadable") {
+				t.Fatalf("decision %v %s %q, want Term as unreadable", d.Kind, d.Delay, d.Reason)
+			}
+			if n := e.count(t, deadStream); n != 1 || api.calls.Load() != 0 {
+				t.Errorf("%d dead letters, %d polls; want 1 and 0", n, api.calls.Load())
+			}
+		})
+	}
+}

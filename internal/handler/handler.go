@@ -27,6 +27,7 @@ import (
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
 	"github.com/cpcancel/cpcancel/internal/natsce"
+	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
 	"github.com/cpcancel/cpcancel/internal/tracing"
 	"github.com/cpcancel/cpcancel/internal/worker"
@@ -151,10 +152,7 @@ func (h *Handler) Decide(ctx context.Context, msg jetstream.Msg) (decision worke
 		done(ctx)
 	}()
 	if reason != "" {
-		if err := h.out.DeadLetter(ctx, msg.Headers(), msg.Data(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
-			return h.infraRetry(ctx, d, "dead letter not stored", err)
-		}
-		return worker.Term(reason)
+		return h.deadLetter(ctx, d, reason)
 	}
 	d.key = state.Key(d.ev.Source(), d.ev.ID())
 
@@ -241,14 +239,16 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	case !errors.As(err, &apiErr):
 		// The lease could not be renewed: nothing was sent.
 		return h.giveBack(ctx, d, lease, attempts, "state unavailable", err)
-	case ctx.Err() != nil && sent:
+	case ctx.Err() != nil && apiErr.StatusCode == 0 && sent:
 		// Shutting down with the call's fate unknown: keep the lease, so that no other worker
 		// calls the API for this request before the lease runs out.
 		return worker.Nak(h.cfg.RetryBase, "shutting down")
-	case ctx.Err() != nil, apiErr.Code == cancelevent.CodeTokenError:
+	case ctx.Err() != nil && apiErr.StatusCode == 0, apiErr.Code == cancelevent.CodeTokenError:
 		// Not the API's answer: no attempt is used up.
 		return h.giveBack(ctx, d, lease, attempts, apiErr.Code, err)
 	}
+	// The API answered (even if the grace period ran out as the answer came): it is recorded
+	// below, as an answer that succeeded is, or the next holder would call the API again.
 	attempts++
 	if apiErr.Transient && attempts < h.cfg.MaxAttempts {
 		h.rec.Retried()
@@ -324,6 +324,11 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 			h.log.ErrorContext(ctx, "answer not recorded: the lease ran out and another worker took the request over",
 				"request_id", d.ev.ID(), "result_id", result.ID())
 			return worker.Nak(h.cfg.RetryBase, "lease lost")
+		}
+		if errors.Is(err, state.ErrUnreadable) {
+			h.log.ErrorContext(ctx, "answer not recorded: the record was damaged meanwhile",
+				"request_id", d.ev.ID(), "result_id", result.ID(), "outcome", cancelevent.OutcomeOf(result.Type()))
+			return h.infraRetry(ctx, d, "answer not recorded", err)
 		}
 		delay := min(h.backoff(try), maxInfraDelay)
 		if ctx.Err() != nil && try >= 3 {
@@ -454,9 +459,24 @@ const maxInfraDelay = 15 * time.Second
 // infraRetry hands a message back after a failure of NATS or of the bucket: with a growing delay,
 // and without using up an attempt.
 func (h *Handler) infraRetry(ctx context.Context, d *delivery, reason string, err error) worker.Decision {
+	if errors.Is(err, state.ErrUnreadable) || errors.Is(err, results.ErrUnreadable) {
+		// Not a failure that passes: the request's record cannot be decided on, and trying again
+		// would hold the message until its stream drops it. An operator can look at both.
+		h.log.ErrorContext(ctx, "request's record unreadable, request dead-lettered", "request_id", d.ev.ID(),
+			"request_source", d.ev.Source(), "key", d.key, "reason", reason, "err", err)
+		return h.deadLetter(ctx, d, "its record in the idempotency bucket (key "+d.key+") is unreadable: "+err.Error())
+	}
 	delay := min(h.backoff(int(d.meta.NumDelivered)), maxInfraDelay)
 	h.log.WarnContext(ctx, "could not finish, retrying", "stream_seq", d.meta.Sequence.Stream, "reason", reason, "err", err, "delay", delay)
 	return worker.Nak(delay, reason)
+}
+
+// deadLetter stores the request message as a dead letter with reason and ends its deliveries.
+func (h *Handler) deadLetter(ctx context.Context, d *delivery, reason string) worker.Decision {
+	if err := h.out.DeadLetter(ctx, d.msg.Headers(), d.msg.Data(), d.meta.Stream, d.meta.Sequence.Stream, reason); err != nil {
+		return h.infraRetry(ctx, d, "dead letter not stored", err)
+	}
+	return worker.Term(reason)
 }
 
 // backoff is exponential in n (1, 2, …) with equal jitter, capped at RetryMax.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -582,5 +583,94 @@ func TestLeaseRenewedWhileWaiting(t *testing.T) {
 	}
 	if slow.calls.Load() != 1 || other.calls.Load() != 0 {
 		t.Errorf("API calls: holder %d, re-send %d; want 1 and 0", slow.calls.Load(), other.calls.Load())
+	}
+}
+
+// An API error answer that arrives as the grace period runs out is recorded too, as a success is
+// (TestAnswerAfterGraceIsRecorded): handing it back unrecorded made the next holder call again.
+func TestErrorAnswerAfterGraceIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	api := &apiFunc{answer: func(int) (cloudpartner.Accepted, error) {
+		cancel() // the grace period runs out while the answer is on its way
+		return cloudpartner.Accepted{}, &cloudpartner.Error{StatusCode: 404, Code: "NotFound", Message: "no such offer"}
+	}}
+	h := e.handler(api)
+	e.publish("r1", valid)
+	msg := e.next()
+	h.Decide(ctx, msg)
+	if st := e.state("r1"); st.Phase != state.Answered || st.Attempts != 1 {
+		t.Fatalf("record %s after %d attempts, want answered after 1", st.Phase, st.Attempts)
+	}
+	if err := msg.Nak(); err != nil {
+		t.Fatal(err)
+	}
+	if d := h.Decide(context.Background(), e.next()); d.Kind != worker.KindAck {
+		t.Fatalf("redelivery: %+v", d)
+	}
+	rs := e.results()
+	if len(rs) != 1 || rs[0].Type() != cancelevent.Failed.Type() || api.calls.Load() != 1 {
+		t.Errorf("%d results (%v), %d API calls; want one failed result and 1 call", len(rs), rs, api.calls.Load())
+	}
+}
+
+// A record that vanishes while the API is called (deleted, or lost with the bucket) is written
+// anew with the answer, so that a re-send is answered from it without a second call.
+func TestRecordGoneDuringTheCall(t *testing.T) {
+	e := newEnv(t)
+	key := state.Key("/test", "r1")
+	api := &apiFunc{answer: func(int) (cloudpartner.Accepted, error) {
+		if err := e.kv.Purge(context.Background(), key); err != nil {
+			t.Error(err)
+		}
+		return cloudpartner.Accepted{StatusCode: 200}, nil
+	}}
+	h := e.handler(api)
+	e.publish("r1", valid)
+	done := make(chan worker.Decision, 1)
+	go func() { done <- h.Decide(context.Background(), e.next()) }()
+	select {
+	case d := <-done:
+		if d.Kind != worker.KindAck {
+			t.Fatalf("decision %+v, want an Ack", d)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no decision 20s after the record vanished: the answer is never recorded")
+	}
+	if st := e.state("r1"); st.Phase != state.Answered {
+		t.Fatalf("record %s, want answered", st.Phase)
+	}
+	e.publish("r1", valid) // a re-send
+	if d := h.Decide(context.Background(), e.next()); d.Kind != worker.KindAck {
+		t.Fatalf("re-send: %+v", d)
+	}
+	if api.calls.Load() != 1 {
+		t.Errorf("%d API calls, want 1", api.calls.Load())
+	}
+}
+
+// A record that cannot be read (damaged, or of a phase this version does not know) is never
+// taken for a lease to take over, nor retried for ever: the request is dead-lettered, uncalled.
+func TestUnreadableRecordIsDeadLettered(t *testing.T) {
+	for _, tc := range []struct{ name, record string }{
+		{"unknown phase", `{"phase":"Answered"}` + "\n"},
+		{"not JSON", "\x00\x01"},
+		{"answered without a result", `{"phase":"answered"}` + "\n"},
+		{"answered with a result that is no event", `{"phase":"answered","resultBytes":2}` + "\n{}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			if _, err := e.kv.Put(context.Background(), state.Key("/test", "r1"), []byte(tc.record)); err != nil {
+				t.Fatal(err)
+			}
+			api := &apiFunc{answer: answer(cloudpartner.Accepted{StatusCode: 200}, nil)}
+			e.publish("r1", valid)
+			if d := e.handler(api).Decide(context.Background(), e.next()); d.Kind != worker.KindTerm || !strings.Contains(d.Reason, "unreadable") {
+				t.Fatalf("decision %+v, want Term as unreadable", d)
+			}
+			if e.rec.deadLetters.Load() != 1 || api.calls.Load() != 0 || len(e.results()) != 0 {
+				t.Errorf("%d dead letters, %d API calls, %d results; want 1, 0, 0", e.rec.deadLetters.Load(), api.calls.Load(), len(e.results()))
+			}
+		})
 	}
 }

@@ -122,11 +122,15 @@ func (p *Publisher) encode(ctx context.Context, subject string, ev *event.Event,
 	return natsce.StructuredMsg(subject, recorded), nil
 }
 
+// ErrUnreadable is PublishRecorded's error for bytes that are not a result event: what was recorded
+// was damaged, or written by something else, and publishing it again cannot help.
+var ErrUnreadable = errors.New("recorded result unreadable")
+
 // PublishRecorded stores a result event recorded as structured JSON, as Publish does.
 func (p *Publisher) PublishRecorded(ctx context.Context, recorded []byte) (seq uint64, err error) {
 	var ev event.Event
 	if err := json.Unmarshal(recorded, &ev); err != nil {
-		return 0, fmt.Errorf("recorded result unreadable: %w", err)
+		return 0, fmt.Errorf("%w: %v", ErrUnreadable, err)
 	}
 	return p.Publish(ctx, &ev, recorded)
 }

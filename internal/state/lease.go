@@ -146,6 +146,12 @@ func (l *Lease) writeLocked(ctx context.Context, st State) error {
 		// still ours, and the write is tried once more on top of it.
 		cur, gerr := l.s.Get(ctx, l.key)
 		switch {
+		case errors.Is(gerr, ErrNotFound):
+			// The record is gone (deleted, or lost with the bucket) while we held the lease.
+			// Nobody else has claimed the request since, so it is still ours: write it anew, an
+			// answer above all, or the next delivery would call the API again. Someone who
+			// claims it first wins, and the lease is lost.
+			e, err = l.s.Create(ctx, l.key, st)
 		case gerr != nil:
 			return gerr
 		case cur.Phase == Claimed && cur.Holder == l.holder:

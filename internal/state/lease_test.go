@@ -29,7 +29,8 @@ func TestRecordRoundTrip(t *testing.T) {
 			t.Errorf("round trip of %+v gave %+v", st, got)
 		}
 	}
-	for _, bad := range []string{"", "{}", `{"phase":"answered","resultBytes":50}` + "\n{}", `{"phase":"final","resultBytes":2,"finalBytes":9}` + "\n{}\n{}"} {
+	for _, bad := range []string{"", "{}", `{"phase":"answered","resultBytes":50}` + "\n{}", `{"phase":"final","resultBytes":2,"finalBytes":9}` + "\n{}\n{}",
+		`{"phase":"Answered"}`, `{"phase":"cancelled"}`} {
 		if _, err := decode([]byte(bad)); err == nil {
 			t.Errorf("decode(%q) accepted", bad)
 		}
@@ -95,5 +96,39 @@ func TestLease(t *testing.T) {
 	l4, rec, err := s.Claim(ctx, "k1", "d", time.Minute)
 	if err != nil || l4 != nil || rec.Phase != Answered || string(rec.Result) != `{"id":"r"}` || rec.Attempts != 3 {
 		t.Fatalf("claim of an answered request: lease %v, record %+v, %v", l4, rec, err)
+	}
+}
+
+// A record that vanishes while its lease is held is written anew by the holder, unless another
+// worker claimed the request first: then the lease is lost.
+func TestLeaseRecordGone(t *testing.T) {
+	ctx := context.Background()
+	s, kv := pollStore(t)
+	l, _, err := s.Claim(ctx, "k1", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(ctx, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Settle(ctx, State{Phase: Answered, Attempts: 1, Result: []byte(`{"id":"r"}`)}); err != nil {
+		t.Fatalf("Settle after the record vanished: %v", err)
+	}
+	if e, err := s.Get(ctx, "k1"); err != nil || e.Phase != Answered {
+		t.Fatalf("record %+v %v, want answered", e.State, err)
+	}
+
+	l, _, err = s.Claim(ctx, "k2", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "k2"); err != nil {
+		t.Fatal(err)
+	}
+	if other, _, err := s.Claim(ctx, "k2", "b", time.Minute); err != nil || other == nil {
+		t.Fatalf("claim of a vanished record: %v", err)
+	}
+	if err := l.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Renew after another claim on the vanished record: %v, want ErrLeaseLost", err)
 	}
 }

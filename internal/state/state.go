@@ -42,6 +42,15 @@ const (
 	Final     Phase = "final"
 )
 
+// known reports whether p is one of the phases above.
+func (p Phase) known() bool {
+	switch p {
+	case Claimed, Waiting, Answered, Following, Final:
+		return true
+	}
+	return false
+}
+
 // State is the record of one request.
 type State struct {
 	Phase Phase `json:"phase"`
@@ -101,6 +110,9 @@ var (
 	ErrNotFound = errors.New("state: no record")
 	// ErrConflict: the record changed since the revision given (someone else wrote it).
 	ErrConflict = errors.New("state: record changed meanwhile")
+	// ErrUnreadable: the key holds something that is not a record this version can read (damaged,
+	// or written by something else). Reading it again cannot help; nothing may be decided on it.
+	ErrUnreadable = errors.New("state: record unreadable")
 )
 
 // Store reads and writes records. It is safe for concurrent use.
@@ -136,7 +148,7 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 	}
 	e := Entry{Revision: kve.Revision()}
 	if e.State, err = decode(kve.Value()); err != nil {
-		return Entry{}, fmt.Errorf("read state: record at revision %d: %w", e.Revision, err)
+		return Entry{}, fmt.Errorf("read state: record at revision %d: %w: %v", e.Revision, ErrUnreadable, err)
 	}
 	return e, nil
 }
@@ -174,10 +186,14 @@ func decode(v []byte) (State, error) {
 	line, rest, _ := bytes.Cut(v, []byte{'\n'})
 	var r record
 	if err := json.Unmarshal(line, &r); err != nil {
-		return State{}, fmt.Errorf("unreadable: %w", err)
+		return State{}, err
 	}
-	if r.Phase == "" || r.ResultBytes < 0 || r.FinalBytes < 0 || r.ResultBytes > len(rest) {
-		return State{}, errors.New("unreadable: no phase, or sizes that do not match")
+	if !r.Phase.known() {
+		// A phase of a later version, say, may not be taken for a lease to take over.
+		return State{}, fmt.Errorf("unknown phase %q", r.Phase)
+	}
+	if r.ResultBytes < 0 || r.FinalBytes < 0 || r.ResultBytes > len(rest) {
+		return State{}, errors.New("sizes that do not match")
 	}
 	st := r.State
 	if r.ResultBytes > 0 {
@@ -186,7 +202,7 @@ func decode(v []byte) (State, error) {
 	if r.FinalBytes > 0 {
 		rest = rest[r.ResultBytes:]
 		if len(rest) != 1+r.FinalBytes || rest[0] != '\n' {
-			return State{}, errors.New("unreadable: final result of the wrong size")
+			return State{}, errors.New("final result of the wrong size")
 		}
 		st.Final = rest[1:]
 	}
