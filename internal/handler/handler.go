@@ -330,7 +330,7 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 				"request_id", d.ev.ID(), "result_id", result.ID(), "outcome", cancelevent.OutcomeOf(result.Type()))
 			return h.infraRetry(ctx, d, "answer not recorded", err)
 		}
-		delay := min(h.backoff(try), maxInfraDelay)
+		delay := min(h.backoff(try), maxAnswerDelay)
 		if ctx.Err() != nil && try >= 3 {
 			h.log.ErrorContext(ctx, "answer not recorded before shutdown; the request may be sent to the API again",
 				"request_id", d.ev.ID(), "result_id", result.ID(), "err", err)
@@ -348,7 +348,9 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 // results again, under the same ids, and finishes what may have been left undone: scheduling
 // the follow task.
 func (h *Handler) answerFromState(ctx context.Context, d *delivery, entry state.Entry) worker.Decision {
-	if entry.ResultSeq != 0 && entry.RequestSeq == d.meta.Sequence.Stream && (entry.Follow == nil || entry.Follow.Scheduled) {
+	// Following left unscheduled is nothing left undone once following is turned off.
+	done := entry.Follow == nil || entry.Follow.Scheduled || h.cfg.Follow == nil
+	if entry.ResultSeq != 0 && entry.RequestSeq == d.meta.Sequence.Stream && done {
 		return worker.Ack()
 	}
 	if entry.RequestSeq != d.meta.Sequence.Stream {
@@ -455,6 +457,11 @@ func (h *Handler) result(ctx context.Context, req cancelevent.Request, o cancele
 // maxInfraDelay caps the delay after a failure of NATS or of the bucket: short enough that work
 // resumes within seconds of an outage's end, long enough not to hammer what is recovering.
 const maxInfraDelay = 15 * time.Second
+
+// maxAnswerDelay caps the delay between tries to record an answer in hand. While the bucket is
+// away nothing renews the lease, and once it is back a redelivery may find the lease run out and
+// take the request over: the holder's write should land first.
+const maxAnswerDelay = 2 * time.Second
 
 // infraRetry hands a message back after a failure of NATS or of the bucket: with a growing delay,
 // and without using up an attempt.

@@ -674,3 +674,23 @@ func TestUnreadableRecordIsDeadLettered(t *testing.T) {
 		})
 	}
 }
+
+// A redelivery of a request whose result is stored, answered while following was on and left to
+// schedule, stores nothing again once following is turned off: nothing is left to do.
+func TestLateRedeliveryAfterFollowingTurnedOff(t *testing.T) {
+	e := newEnv(t)
+	recorded, err := natsce.MarshalStructured(mustResult(t, "r1", cancelevent.Cancelling))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := e.publish("r1", valid)
+	e.put("r1", state.State{Phase: state.Following, Result: recorded, Attempts: 1, ResultSeq: 7, RequestSeq: seq,
+		Follow: &state.Follow{Location: location}})
+	api := &apiFunc{answer: answer(cloudpartner.Accepted{StatusCode: 200}, nil)}
+	if d := e.handler(api).Decide(context.Background(), e.next()); d.Kind != worker.KindAck {
+		t.Fatalf("decision %+v, want an Ack", d)
+	}
+	if n := len(e.results()); n != 0 || api.calls.Load() != 0 {
+		t.Errorf("%d results stored again, %d API calls; want none", n, api.calls.Load())
+	}
+}
