@@ -201,7 +201,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 	var invalid *cancelevent.InvalidError
 	if errors.As(err, &invalid) {
 		// No API attempt is made; the result counts the one look at the request.
-		return h.settle(ctx, d, lease, attempts, "", h.result(ctx, req, cancelevent.Failed, cancelevent.ResultData{
+		return h.settle(ctx, d, lease, attempts, "", nil, h.result(ctx, req, cancelevent.Failed, cancelevent.ResultData{
 			Attempts: max(attempts, 1),
 			Error:    &cancelevent.ErrorData{Code: cancelevent.CodeInvalidRequest, Message: invalid.Reason},
 		}))
@@ -225,10 +225,15 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		if accepted.StatusCode == http.StatusAccepted {
 			outcome = cancelevent.Cancelling
 		}
-		return h.settle(ctx, d, lease, attempts+1, accepted.Location, h.result(ctx, req, outcome, cancelevent.ResultData{
+		result := h.result(ctx, req, outcome, cancelevent.ResultData{
 			StatusCode: accepted.StatusCode, Location: accepted.Location, OperationID: accepted.OperationID,
 			CorrelationID: accepted.CorrelationID, Attempts: attempts + 1,
-		}))
+		})
+		var final *event.Event
+		if h.cfg.Follow != nil && outcome == cancelevent.Cancelling && accepted.Location == "" {
+			final = h.unfollowable(req, attempts+1)
+		}
+		return h.settle(ctx, d, lease, attempts+1, accepted.Location, final, result)
 	}
 
 	var apiErr *cloudpartner.Error
@@ -260,7 +265,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		}
 		return worker.Nak(delay, apiErr.Code)
 	}
-	return h.settle(ctx, d, lease, attempts, "", h.result(ctx, req, cancelevent.Failed, cancelevent.ResultData{
+	return h.settle(ctx, d, lease, attempts, "", nil, h.result(ctx, req, cancelevent.Failed, cancelevent.ResultData{
 		StatusCode: apiErr.StatusCode, CorrelationID: apiErr.CorrelationID, Attempts: attempts,
 		Error: &cancelevent.ErrorData{Code: apiErr.Code, Message: apiErr.Message},
 	}))
@@ -288,12 +293,28 @@ func (h *Handler) giveBack(ctx context.Context, d *delivery, lease *state.Lease,
 	return worker.Nak(delay, reason)
 }
 
+// unfollowable is the final result of a request accepted (202) without a location that can be
+// followed (none, relative to a path, too long, or holding the token): as for a location on another
+// origin, following ends at once, so that the request still gets the final result it waits for.
+func (h *Handler) unfollowable(req cancelevent.Request, attempts int) *event.Event {
+	ev, err := cancelevent.NewFinalResult(h.cfg.Source, req, cancelevent.Failed, cancelevent.ResultData{
+		StatusCode: http.StatusAccepted, Attempts: attempts, Error: &cancelevent.ErrorData{Code: cancelevent.CodeLocationNotFollowed,
+			Message: "the API accepted the cancellation without an operation location that can be followed; it was not polled"},
+	}, time.Now())
+	if err != nil {
+		panic(fmt.Sprintf("build final result: %v", err)) // as in result: ResultData always encodes
+	}
+	h.log.Info("request accepted without a location to follow", "request_id", req.ID, "request_source", req.Source, "result_id", ev.ID())
+	return ev
+}
+
 // settle records the result, after attempts API attempts, under the lease (location is the
-// operation to follow, if any), then stores and acknowledges it. The record is
+// operation to follow, if any; final, when set, the final result, as there is none to follow),
+// then stores and acknowledges it. The record is
 // written before anything is published: from then on every delivery and re-send is answered from
 // it, and the API is never called again for the request. Writing it is retried for as long as the
 // message may be held, since a failure would otherwise cost a second API call.
-func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, attempts int, location string, result *event.Event) worker.Decision {
+func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, attempts int, location string, final, result *event.Event) worker.Decision {
 	recorded, err := natsce.MarshalStructured(result)
 	if err != nil {
 		h.log.ErrorContext(ctx, "could not encode result", "result_id", result.ID(), "err", err)
@@ -308,6 +329,13 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 		now := time.Now()
 		st.Phase = state.Following
 		st.Follow = &state.Follow{Location: location, FirstPoll: now.Add(h.cfg.FollowFirstPoll), Deadline: now.Add(h.cfg.FollowTimeout)}
+	}
+	if final != nil {
+		if st.Final, err = natsce.MarshalStructured(final); err != nil {
+			h.log.ErrorContext(ctx, "could not encode final result", "result_id", final.ID(), "err", err)
+			return h.giveBack(ctx, d, lease, lease.State().Attempts, "result not encoded", err)
+		}
+		st.Phase = state.Final
 	}
 	// The answer is in hand: record it even when the grace period ran out meanwhile (a few
 	// bounded writes), since a lost answer costs a second API call.
@@ -357,16 +385,11 @@ func (h *Handler) answerFromState(ctx context.Context, d *delivery, entry state.
 		h.rec.Duplicate()
 		h.log.InfoContext(ctx, "re-sent request answered from its record", "request_id", d.ev.ID(), "request_source", d.ev.Source())
 	}
-	if len(entry.Final) > 0 {
-		if _, err := h.out.PublishRecorded(ctx, entry.Final); err != nil {
-			return h.infraRetry(ctx, d, "final result not stored", err)
-		}
-	}
 	return h.storeResult(ctx, d, entry, nil)
 }
 
-// storeResult stores the result recorded in entry (ev, when given, is that result decoded) and
-// schedules following it, then says to ack. Where the result is stored, and that following is
+// storeResult stores the result recorded in entry (ev, when given, is that result decoded), and
+// its final result when it has one, and schedules following it, then says to ack. Where the result is stored, and that following is
 // scheduled, are recorded in the state only when JetStream does not confirm the ack: a confirmed
 // ack means the message is never delivered again, and a write per request is saved.
 func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entry, ev *event.Event) worker.Decision {
@@ -379,6 +402,11 @@ func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entr
 	}
 	if err != nil {
 		return h.infraRetry(ctx, d, "result not stored", err)
+	}
+	if len(entry.Final) > 0 {
+		if _, err := h.out.PublishRecorded(ctx, entry.Final); err != nil {
+			return h.infraRetry(ctx, d, "final result not stored", err)
+		}
 	}
 	scheduled := false
 	// With following turned off since the answer, nothing schedules it.

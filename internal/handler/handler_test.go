@@ -694,3 +694,40 @@ func TestLateRedeliveryAfterFollowingTurnedOff(t *testing.T) {
 		t.Errorf("%d results stored again, %d API calls; want none", n, api.calls.Load())
 	}
 }
+
+// A 202 without a location that can be followed gets, with following on, its final result at once
+// (failed, location_not_followed), as a location on another origin does: nothing would ever
+// follow it, and the request would wait for ever for the final result the contract promises.
+func TestAcceptedWithoutLocationEndsFollowing(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Follow = e.follow
+	api := &apiFunc{answer: answer(cloudpartner.Accepted{StatusCode: 202}, nil)}
+	h := e.handler(api)
+	e.publish("r1", valid)
+	if d := h.Decide(context.Background(), e.next()); d.Kind != worker.KindAck {
+		t.Fatalf("decision %+v, want an Ack", d)
+	}
+	check := func(when string) {
+		t.Helper()
+		rs := e.results()
+		if len(rs) != 2 || rs[0].Type() != cancelevent.Cancelling.Type() || rs[1].Type() != cancelevent.Failed.Type() {
+			t.Fatalf("%s: results %v, want cancelling then failed", when, rs)
+		}
+		var data cancelevent.ResultData
+		if err := rs[1].DataAs(&data); err != nil || data.Error == nil || data.Error.Code != cancelevent.CodeLocationNotFollowed {
+			t.Errorf("%s: final result %+v %v, want %s", when, data, err, cancelevent.CodeLocationNotFollowed)
+		}
+	}
+	check("first delivery")
+	if st := e.state("r1"); st.Phase != state.Final || len(e.follow.tasks) != 0 {
+		t.Errorf("record %s with %d follow tasks, want final and none", st.Phase, len(e.follow.tasks))
+	}
+	e.publish("r1", valid) // a re-send is answered from the record
+	if d := h.Decide(context.Background(), e.next()); d.Kind != worker.KindAck {
+		t.Fatalf("re-send: %+v", d)
+	}
+	check("re-send")
+	if api.calls.Load() != 1 {
+		t.Errorf("%d API calls, want 1", api.calls.Load())
+	}
+}
