@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -384,10 +384,13 @@ type pool struct {
 	decide      worker.DecideFunc
 }
 
-// holderName names this process in the leases it holds, for operators reading the bucket.
+// holderName names this process in the leases it holds, for operators reading the bucket. A
+// holder recognises its own claims by name, and a container restarted in its pod has the same
+// host name and pid (often 1) as the one that died, with claims numbered from 1 again: the
+// random part tells the two apart.
 func holderName() string {
 	host, _ := os.Hostname()
-	return host + "/" + strconv.Itoa(os.Getpid())
+	return fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32())
 }
 
 // tokenSource is the static token, else the token file, else Azure credentials from the
