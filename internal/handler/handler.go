@@ -260,8 +260,11 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		delay := max(h.backoff(attempts), apiErr.RetryAfter)
 		h.log.InfoContext(ctx, "transient API failure, retrying", "request_id", req.ID, "request_source", req.Source,
 			"status", apiErr.StatusCode, "code", apiErr.Code, "attempt", attempts, "delay", delay)
-		if err := lease.Wait(context.WithoutCancel(ctx), attempts, time.Now().Add(delay)); err != nil {
-			h.log.WarnContext(ctx, "could not record the attempt; the retry waits for the lease to run out", "request_id", req.ID, "err", err)
+		// Unrecorded, the attempt would not count: the next holder would start from the old count.
+		if dec, ok := h.record(ctx, d, "attempt", func(wctx context.Context) error {
+			return lease.Wait(wctx, attempts, time.Now().Add(delay))
+		}); !ok {
+			return dec
 		}
 		return worker.Nak(delay, apiErr.Code)
 	}
@@ -337,37 +340,46 @@ func (h *Handler) settle(ctx context.Context, d *delivery, lease *state.Lease, a
 		}
 		st.Phase = state.Final
 	}
-	// The answer is in hand: record it even when the grace period ran out meanwhile (a few
-	// bounded writes), since a lost answer costs a second API call.
-	wctx := context.WithoutCancel(ctx)
 	var entry state.Entry
-	for try := 1; ; try++ {
+	if dec, ok := h.record(ctx, d, "answer ("+string(cancelevent.OutcomeOf(result.Type()))+")", func(wctx context.Context) error {
 		entry, err = lease.Settle(wctx, st)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, state.ErrLeaseLost) {
-			// Only possible after the lease ran out while the state could not be written: the
-			// new holder decides, and may call the API again.
-			h.log.ErrorContext(ctx, "answer not recorded: the lease ran out and another worker took the request over",
-				"request_id", d.ev.ID(), "result_id", result.ID())
-			return worker.Nak(h.cfg.RetryBase, "lease lost")
-		}
-		if errors.Is(err, state.ErrUnreadable) {
-			h.log.ErrorContext(ctx, "answer not recorded: the record was damaged meanwhile",
-				"request_id", d.ev.ID(), "result_id", result.ID(), "outcome", cancelevent.OutcomeOf(result.Type()))
-			return h.infraRetry(ctx, d, "answer not recorded", err)
-		}
-		delay := min(h.backoff(try), maxAnswerDelay)
-		if ctx.Err() != nil && try >= 3 {
-			h.log.ErrorContext(ctx, "answer not recorded before shutdown; the request may be sent to the API again",
-				"request_id", d.ev.ID(), "result_id", result.ID(), "err", err)
-			return worker.Nak(h.cfg.RetryBase, "shutting down")
-		}
-		h.log.WarnContext(ctx, "could not record the answer, trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
-		time.Sleep(delay)
+		return err
+	}); !ok {
+		return dec
 	}
 	return h.storeResult(ctx, d, entry, result)
+}
+
+// record makes write, which records what an API answer told (the answer, or an attempt used up),
+// until it succeeds (ok), trying again at most maxAnswerDelay apart. It goes on after the grace
+// period ran out (a few bounded writes), since what is lost costs a call too many. Otherwise it
+// returns how to settle the message: the lease was lost, the record is unreadable, or shutdown
+// allowed three tries.
+func (h *Handler) record(ctx context.Context, d *delivery, what string, write func(context.Context) error) (worker.Decision, bool) {
+	wctx := context.WithoutCancel(ctx)
+	for try := 1; ; try++ {
+		err := write(wctx)
+		switch {
+		case err == nil:
+			return worker.Decision{}, true
+		case errors.Is(err, state.ErrLeaseLost):
+			// Only possible after the lease ran out while the state could not be written: the
+			// new holder decides, and may call the API again.
+			h.log.ErrorContext(ctx, what+" not recorded: the lease ran out and another worker took the request over",
+				"request_id", d.ev.ID())
+			return worker.Nak(h.cfg.RetryBase, "lease lost"), false
+		case errors.Is(err, state.ErrUnreadable):
+			h.log.ErrorContext(ctx, what+" not recorded: the record was damaged meanwhile", "request_id", d.ev.ID())
+			return h.infraRetry(ctx, d, what+" not recorded", err), false
+		case ctx.Err() != nil && try >= 3:
+			h.log.ErrorContext(ctx, what+" not recorded before shutdown; the request may be sent to the API again",
+				"request_id", d.ev.ID(), "err", err)
+			return worker.Nak(h.cfg.RetryBase, "shutting down"), false
+		}
+		delay := min(h.backoff(try), maxAnswerDelay)
+		h.log.WarnContext(ctx, "could not record the "+what+", trying again", "request_id", d.ev.ID(), "err", err, "delay", delay)
+		time.Sleep(delay)
+	}
 }
 
 // answerFromState answers a delivery of a request that is settled. A redelivery of the message

@@ -731,3 +731,32 @@ func TestAcceptedWithoutLocationEndsFollowing(t *testing.T) {
 		t.Errorf("%d API calls, want 1", api.calls.Load())
 	}
 }
+
+// An attempt used up by a transient answer is recorded even when the bucket is away as the answer
+// comes: unrecorded, the next holder would start from the old count and call more often than
+// CPCANCEL_MAX_ATTEMPTS allows.
+func TestAttemptRecordedAfterABucketOutage(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	back := make(chan error, 1)
+	api := &apiFunc{answer: func(int) (cloudpartner.Accepted, error) {
+		if err := e.js.DeleteKeyValue(ctx, bucket); err != nil {
+			t.Error(err)
+		}
+		time.AfterFunc(time.Second, func() {
+			_, err := e.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1})
+			back <- err
+		})
+		return cloudpartner.Accepted{}, &cloudpartner.Error{StatusCode: 503, Code: "ServiceUnavailable", Transient: true}
+	}}
+	e.publish("r1", valid)
+	if d := e.handler(api).Decide(ctx, e.next()); d.Kind != worker.KindNak {
+		t.Fatalf("decision %+v, want a Nak for the retry", d)
+	}
+	if err := <-back; err != nil {
+		t.Fatal(err)
+	}
+	if st := e.state("r1"); st.Phase != state.Waiting || st.Attempts != 1 {
+		t.Errorf("record %s with %d attempts, want waiting with 1", st.Phase, st.Attempts)
+	}
+}
