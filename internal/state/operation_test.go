@@ -66,20 +66,27 @@ func TestClaimPollOncePerRevision(t *testing.T) {
 	}
 }
 
+// slowPoll claims loc's poll at now (a, a slow poll) and again a minute later (b, someone else's
+// poll that comes after it), as two workers would.
+func slowPoll(t *testing.T, s *Store, loc string, now time.Time) (a, b PollEntry) {
+	t.Helper()
+	a, err := s.ClaimPoll(context.Background(), loc, PollEntry{}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = s.ClaimPoll(context.Background(), loc, a, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
 func TestRecordPollKeepsTerminal(t *testing.T) {
 	s, _ := pollStore(t)
 	ctx := context.Background()
 	loc := "https://api.example/ops/2"
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	a, err := s.ClaimPoll(ctx, loc, PollEntry{}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A slow poll: someone else claims after it and records a terminal answer first.
-	b, err := s.ClaimPoll(ctx, loc, a, now.Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := slowPoll(t, s, loc, now)
 	if err := s.RecordPoll(ctx, loc, b, Poll{Status: "canceled", Terminal: true, Cancelled: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +100,7 @@ func TestRecordPollKeepsTerminal(t *testing.T) {
 
 	// A non-terminal record is replaced by a later answer, keeping the later claim time.
 	loc = "https://api.example/ops/3"
-	a, _ = s.ClaimPoll(ctx, loc, PollEntry{}, now)
-	if _, err := s.ClaimPoll(ctx, loc, a, now.Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
+	a, _ = slowPoll(t, s, loc, now)
 	if err := s.RecordPoll(ctx, loc, a, Poll{Status: "failed", Terminal: true, Messages: []string{"m"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -111,15 +115,8 @@ func TestRecordPollKeepsALaterHold(t *testing.T) {
 	ctx := context.Background()
 	loc := "https://api.example/ops/5"
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	a, err := s.ClaimPoll(ctx, loc, PollEntry{}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A slow poll: someone else polls after it and is told to wait (Retry-After) first.
-	b, err := s.ClaimPoll(ctx, loc, a, now.Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := slowPoll(t, s, loc, now)
 	held := b
 	held.NotBefore = now.Add(time.Hour)
 	if _, err := s.ClaimPoll(ctx, loc, held, b.LastPoll); err != nil {
