@@ -252,8 +252,8 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		// Not the API's answer: no attempt is used up.
 		return h.giveBack(ctx, d, lease, attempts, apiErr.Code, err)
 	}
-	// The API answered (even if the grace period ran out as the answer came): it is recorded
-	// below, as an answer that succeeded is, or the next holder would call the API again.
+	// The call counts: an answer (also one that came as the grace period ran out: it is recorded,
+	// as a success is, or the next holder would call again), a timeout or a transport error.
 	attempts++
 	if apiErr.Transient && attempts < h.cfg.MaxAttempts {
 		h.rec.Retried()
