@@ -205,6 +205,13 @@ func withToken[T any](ctx context.Context, c *Client, call func(token string, se
 	return call(fresh, []string{token, fresh})
 }
 
+// CheckToken gets a token as a call would, without calling: to find at start credentials that
+// cannot give one.
+func (c *Client) CheckToken(ctx context.Context) error {
+	_, err := c.token(ctx, false)
+	return err
+}
+
 // token returns a usable token from c.tokens, or a transient *Error. Getting it is bounded by
 // the timeout of a call, as an identity endpoint that never answers would otherwise hold the
 // request (and its lease) for good.

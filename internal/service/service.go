@@ -195,7 +195,7 @@ func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 	if cfg.Streams.Provision {
 		recreate = r.watch.restore
 	}
-	if r.pools, err = s.newPools(js, bound, m, mode, recreate); err != nil {
+	if r.pools, err = s.newPools(setupCtx, js, bound, m, mode, recreate); err != nil {
 		return nil, err
 	}
 	r.srv = &http.Server{Handler: s.routes(r.nc, r.consuming), ReadHeaderTimeout: 5 * time.Second}
@@ -205,7 +205,7 @@ func (s *Service) setup(ctx context.Context) (_ *running, err error) {
 // newPools builds what processes messages, the API client, the request state, the results and
 // the handler (and the follower, when following), and a worker pool over each consumer; recreate,
 // when set, creates a pool's consumer again when it is gone.
-func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metrics.Metrics, mode natsce.Mode,
+func (s *Service) newPools(ctx context.Context, js jetstream.JetStream, bound broker.Bound, m *metrics.Metrics, mode natsce.Mode,
 	recreate func(context.Context) error) ([]*pool, error) {
 	cfg := s.cfg
 	tokens, tokenDesc, err := tokenSource(cfg.CloudPartner)
@@ -225,6 +225,11 @@ func (s *Service) newPools(js jetstream.JetStream, bound broker.Bound, m *metric
 	})
 	if err != nil {
 		return nil, fmt.Errorf("CPCANCEL_CLOUDPARTNER_BASE_URL: %w", err)
+	}
+	// Credentials that cannot give a token would leave the service ready and every request
+	// waiting for one: found at start, they stop it, named.
+	if err := api.CheckToken(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", tokenDesc, err)
 	}
 	store := state.New(js, bound.Bucket, config.PublishTimeout)
 	out := results.New(results.Config{SubjectPrefix: cfg.Streams.ResultSubjectPrefix, DeadLetterSubject: cfg.Streams.DeadLetterSubject,

@@ -326,6 +326,29 @@ func TestOperationsEndpoints(t *testing.T) {
 	}
 }
 
+// TestUnusableCredentialsStopStart: credentials that give no token stop the service at start,
+// named, instead of leaving it ready with every request waiting for a token.
+func TestUnusableCredentialsStopStart(t *testing.T) {
+	st := startStack(t, nil)
+	empty := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, done, cancel := runService(t, st.env(map[string]string{"CPCANCEL_CLOUDPARTNER_TOKEN": "",
+		"CPCANCEL_CLOUDPARTNER_TOKEN_FILE": empty, "CPCANCEL_HTTP_ADDR": "127.0.0.1:0"}))
+	defer cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "CPCANCEL_CLOUDPARTNER_TOKEN_FILE") || !strings.Contains(err.Error(), "token") {
+			t.Errorf("error = %v, want one naming CPCANCEL_CLOUDPARTNER_TOKEN_FILE", err)
+		} else {
+			t.Logf("start refused: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("service started with a token file that holds no token")
+	}
+}
+
 // TestBindWithoutProvision checks CPCANCEL_PROVISION=false: a clear error naming the variable
 // when the streams are missing, and binding to them once they exist.
 func TestBindWithoutProvision(t *testing.T) {
