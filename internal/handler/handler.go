@@ -368,8 +368,7 @@ func (h *Handler) record(ctx context.Context, d *delivery, what string, write fu
 			h.log.ErrorContext(ctx, what+" not recorded: the lease ran out and another worker took the request over",
 				"request_id", d.ev.ID())
 			return worker.Nak(h.cfg.RetryBase, "lease lost"), false
-		case errors.Is(err, state.ErrUnreadable):
-			h.log.ErrorContext(ctx, what+" not recorded: the record was damaged meanwhile", "request_id", d.ev.ID())
+		case errors.Is(err, state.ErrUnreadable): // damaged meanwhile: dead-lettered, and logged
 			return h.infraRetry(ctx, d, what+" not recorded", err), false
 		case ctx.Err() != nil && try >= 3:
 			h.log.ErrorContext(ctx, what+" not recorded before shutdown; the request may be sent to the API again",
@@ -401,9 +400,10 @@ func (h *Handler) answerFromState(ctx context.Context, d *delivery, entry state.
 }
 
 // storeResult stores the result recorded in entry (ev, when given, is that result decoded), and
-// its final result when it has one, and schedules following it, then says to ack. Where the result is stored, and that following is
-// scheduled, are recorded in the state only when JetStream does not confirm the ack: a confirmed
-// ack means the message is never delivered again, and a write per request is saved.
+// its final result when it has one, and schedules following it, then says to ack. Where the
+// result is stored, and that following is scheduled, are recorded in the state only when
+// JetStream does not confirm the ack: a confirmed ack means the message is never delivered
+// again, and a write per request is saved.
 func (h *Handler) storeResult(ctx context.Context, d *delivery, entry state.Entry, ev *event.Event) worker.Decision {
 	var seq uint64
 	var err error
@@ -504,7 +504,8 @@ const maxInfraDelay = 15 * time.Second
 const maxAnswerDelay = 2 * time.Second
 
 // infraRetry hands a message back after a failure of NATS or of the bucket: with a growing delay,
-// and without using up an attempt.
+// and without using up an attempt. A record that cannot be read is no failure that passes: the
+// message is dead-lettered instead.
 func (h *Handler) infraRetry(ctx context.Context, d *delivery, reason string, err error) worker.Decision {
 	if errors.Is(err, state.ErrUnreadable) || errors.Is(err, results.ErrUnreadable) {
 		// Not a failure that passes: the request's record cannot be decided on, and trying again
