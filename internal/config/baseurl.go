@@ -9,15 +9,22 @@ import (
 	"strings"
 )
 
+// MaxBaseURLBytes bounds the base URL: operation locations are made absolute with it, and what
+// carries them (follow tasks) is bounded in turn.
+const MaxBaseURLBytes = 2048
+
 // ParseBaseURL returns raw as an absolute API base URL without a trailing slash. It refuses
-// anything but https, except plain http to a loopback host, and URLs carrying user information,
-// a query or a fragment. Error messages never echo user information.
+// anything but https, except plain http to a loopback host, URLs carrying user information, a
+// query or a fragment, and URLs over MaxBaseURLBytes. Error messages never echo user information.
 //
 // It is the rule for CPCANCEL_CLOUDPARTNER_BASE_URL, which cloudpartner.New applies again to
 // whatever base URL it is given: the token goes nowhere else.
 func ParseBaseURL(raw string) (*url.URL, error) {
 	if raw == "" {
 		return nil, errors.New("base URL is empty")
+	}
+	if len(raw) > MaxBaseURLBytes {
+		return nil, fmt.Errorf("base URL is longer than %d bytes", MaxBaseURLBytes)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {

@@ -34,6 +34,8 @@ func TestParseBaseURL(t *testing.T) {
 		{"https://cloudpartner.azure.com/?x=1", ""},
 		{"https://cloudpartner.azure.com/#frag", ""},
 		{"https://cloud partner", ""},
+		{"https://cloudpartner.azure.com/" + strings.Repeat("a", config.MaxBaseURLBytes-31), "https://cloudpartner.azure.com/" + strings.Repeat("a", config.MaxBaseURLBytes-31)},
+		{"https://cloudpartner.azure.com/" + strings.Repeat("a", config.MaxBaseURLBytes-30), ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.raw, func(t *testing.T) {

@@ -75,7 +75,7 @@ type Idempotency struct {
 
 // CloudPartner is the Cloud Partner Portal API and the limits on calling it.
 type CloudPartner struct {
-	BaseURL        string        `envconfig:"CPCANCEL_CLOUDPARTNER_BASE_URL" default:"https://cloudpartner.azure.com" desc:"Cloud Partner Portal API base URL; http:// only for a loopback host"`
+	BaseURL        string        `envconfig:"CPCANCEL_CLOUDPARTNER_BASE_URL" default:"https://cloudpartner.azure.com" desc:"Cloud Partner Portal API base URL, at most 2,048 bytes; http:// only for a loopback host"`
 	APIVersion     string        `envconfig:"CPCANCEL_CLOUDPARTNER_API_VERSION" default:"2017-10-31" desc:"api-version query parameter"`
 	Token          string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN" desc:"bearer token for the API (never logged; sent only to the base URL's host, redirects are not followed)"`
 	TokenFile      string        `envconfig:"CPCANCEL_CLOUDPARTNER_TOKEN_FILE" desc:"file holding the bearer token, re-read when it changes (e.g. a mounted secret) and after a 401; with neither, Azure credentials (AZURE_*, workload or managed identity)"`

@@ -33,6 +33,7 @@ import (
 
 	"github.com/cpcancel/cpcancel/internal/cancelevent"
 	"github.com/cpcancel/cpcancel/internal/cloudpartner"
+	"github.com/cpcancel/cpcancel/internal/config"
 	"github.com/cpcancel/cpcancel/internal/natsce"
 	"github.com/cpcancel/cpcancel/internal/results"
 	"github.com/cpcancel/cpcancel/internal/state"
@@ -45,9 +46,8 @@ const (
 	maxKey = 64
 	// maxLocation is the longest location a task carries: the client takes a Location of up to
 	// 2048 bytes (maxLocationBytes in internal/cloudpartner) and makes a relative one absolute
-	// by prefixing CPCANCEL_CLOUDPARTNER_BASE_URL, which config does not bound: 2 KiB is allowed
-	// for it.
-	maxLocation = 2048 + 2048
+	// by prefixing CPCANCEL_CLOUDPARTNER_BASE_URL, at most config.MaxBaseURLBytes.
+	maxLocation = 2048 + config.MaxBaseURLBytes
 	// maxEscaped is the most bytes JSON writes for one byte of a location: \ufffd for a byte
 	// that is not UTF-8 (and \u0026 for &, were it escaped: encodeTask writes it as it is).
 	maxEscaped = len(`\ufffd`)
