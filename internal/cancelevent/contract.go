@@ -58,6 +58,10 @@ const (
 	// stream (consumer deadletter replay): the dead letter's sequence there. A replay that is
 	// dead-lettered again gets a reason that says so.
 	HeaderReplayedFrom = "Cpcancel-Replayed-From"
+	// HeaderTruncated is set on a dead letter that holds only part of the original, which with the
+	// dead letter's own headers would not fit in one NATS message: what was left out. Such a dead
+	// letter cannot be replayed.
+	HeaderTruncated = "Cpcancel-Truncated"
 )
 
 // ValidID reports whether id is a publisher or offer id the contract accepts, and so one that is

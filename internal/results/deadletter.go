@@ -35,6 +35,9 @@ func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []b
 	hdr.Set(cancelevent.HeaderReason, reason)
 	hdr.Set(cancelevent.HeaderStream, stream)
 	hdr.Set(cancelevent.HeaderStreamSequence, strconv.FormatUint(seq, 10))
+	if c, ok := p.js.(interface{ Conn() *nats.Conn }); ok { // jetstream.JetStream: the server's limit
+		hdr, data = fit(hdr, data, int(c.Conn().MaxPayload()))
+	}
 	out := &nats.Msg{Subject: p.cfg.DeadLetterSubject, Header: hdr, Data: data}
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -49,6 +52,52 @@ func (p *Publisher) DeadLetter(ctx context.Context, header nats.Header, data []b
 	p.rec.DeadLettered()
 	p.log.WarnContext(ctx, "dead-lettered message", "stream", stream, "stream_seq", seq, "reason", reason)
 	return nil
+}
+
+const (
+	// deadLetterRoom is kept free in a dead letter for what the publish adds (Nats-Msg-Id) and
+	// the header block's framing.
+	deadLetterRoom = 256
+	// maxHeaderBytes is the most header bytes JetStream stores with a message.
+	maxHeaderBytes = 64 << 10
+)
+
+// fit makes a dead letter of hdr and data fit in maxPayload bytes, and its headers in what
+// JetStream takes. A copy that does not would be refused on every try, and the message lost when
+// its stream drops it: the body is cut, and when the original's headers are too many (renaming
+// its Nats-* ones makes them longer), they are left out too; HeaderTruncated says what was.
+func fit(hdr nats.Header, data []byte, maxPayload int) (nats.Header, []byte) {
+	size := headerBytes(hdr)
+	if maxPayload <= 0 || size+len(data)+deadLetterRoom <= maxPayload && size+deadLetterRoom <= maxHeaderBytes {
+		return hdr, data
+	}
+	var cut []string
+	if size+deadLetterRoom > min(maxPayload, maxHeaderBytes) {
+		own := nats.Header{}
+		for _, k := range []string{cancelevent.HeaderReason, cancelevent.HeaderStream, cancelevent.HeaderStreamSequence} {
+			own.Set(k, hdr.Get(k))
+		}
+		cut = append(cut, fmt.Sprintf("%d headers", len(hdr)-len(own)))
+		hdr = own
+	}
+	// deadLetterRoom also holds HeaderTruncated.
+	if keep := max(0, min(len(data), maxPayload-headerBytes(hdr)-deadLetterRoom)); keep < len(data) {
+		cut = append(cut, fmt.Sprintf("%d of the body's %d bytes", len(data)-keep, len(data)))
+		data = data[:keep]
+	}
+	hdr.Set(cancelevent.HeaderTruncated, strings.Join(cut, ", "))
+	return hdr, data
+}
+
+// headerBytes is about what hdr takes in a NATS message: "Key: value\r\n" a value.
+func headerBytes(hdr nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range hdr {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // boundReason keeps a reason short, on one line and valid UTF-8, fit for a header.

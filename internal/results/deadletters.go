@@ -234,6 +234,9 @@ func ReplayMsg(dl DeadLetter, subject string) *nats.Msg {
 // acknowledgement. It leaves the dead letter in place: Remove it once Republish succeeded. A
 // duplicate acknowledgement means an earlier replay of dl was stored.
 func (d *DeadLetters) Republish(ctx context.Context, dl DeadLetter, subject string) (*jetstream.PubAck, error) {
+	if cut := dl.Header.Get(cancelevent.HeaderTruncated); cut != "" {
+		return nil, fmt.Errorf("replay dead letter %d: it holds only part of the original (left out: %s)", dl.Seq, cut)
+	}
 	ack, err := d.js.PublishMsg(ctx, ReplayMsg(dl, subject), jetstream.WithMsgID(ReplayID(d.Name(), dl.Seq)))
 	if err != nil {
 		return nil, fmt.Errorf("replay dead letter %d: %w", dl.Seq, err)

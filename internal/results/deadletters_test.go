@@ -2,8 +2,10 @@ package results_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +158,55 @@ func TestScan(t *testing.T) {
 	}
 	if _, err := dls.Get(ctx, 3); err == nil || !strings.Contains(err.Error(), "no dead letter") {
 		t.Errorf("Get of a removed dead letter: %v", err)
+	}
+}
+
+// A message whose copy would not fit in one NATS message (a body near the server's max_payload,
+// or headers that grow as Nats-* ones are renamed) is still dead-lettered, cut, and says what was
+// left out; such a dead letter is not replayed. Refused on every try, it used to be lost.
+func TestDeadLetterThatWouldNotFit(t *testing.T) {
+	js, p := deadLetterStream(t)
+	ctx := t.Context()
+	limit := int(js.Conn().MaxPayload())
+	many := nats.Header{"ce-id": {"big-headers"}}
+	for i := range limit / 40 {
+		many.Set(fmt.Sprintf("Nats-H%d", i), "x")
+	}
+	cases := []struct {
+		name string
+		hdr  nats.Header
+		data []byte
+		want string // in HeaderTruncated
+	}{
+		{"body near max_payload", nats.Header{"ce-id": {"big-body"}, "Nats-Msg-Id": {"m"}}, make([]byte, limit-100), "of the body's"},
+		{"headers that grow past it", many, []byte("{}"), "headers"},
+	}
+	for i, tc := range cases {
+		if err := p.DeadLetter(ctx, tc.hdr, tc.data, "REQ", uint64(i+1), "too large"); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+	}
+	dls, err := results.OpenDeadLetters(ctx, js, "DL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []results.DeadLetter
+	if _, err := dls.Scan(ctx, 0, func(d results.DeadLetter) bool { got = append(got, d); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(cases) {
+		t.Fatalf("%d dead letters, want %d", len(got), len(cases))
+	}
+	for i, d := range got {
+		if cut := d.Header.Get(cancelevent.HeaderTruncated); !strings.Contains(cut, cases[i].want) || d.Reason() != "too large" ||
+			d.Header.Get(cancelevent.HeaderStreamSequence) != strconv.Itoa(i+1) {
+			t.Errorf("%s: truncated %q, reason %q, headers %d", cases[i].name, cut, d.Reason(), len(d.Header))
+		}
+		if len(d.Data) == 0 || (i == 1) != (string(d.Data) == "{}") {
+			t.Errorf("%s: body of %d bytes kept", cases[i].name, len(d.Data))
+		}
+		if _, err := dls.Republish(ctx, d, "req"); err == nil || !strings.Contains(err.Error(), "only part of the original") {
+			t.Errorf("%s: replay of a cut dead letter: %v", cases[i].name, err)
+		}
 	}
 }
