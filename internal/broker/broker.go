@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"sync"
 	"time"
 
@@ -33,6 +34,11 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 		nats.ErrorHandler((&errorLog{log: log}).handle),
 	}, opts...)
 	nc, err := nats.Connect(url, opts...)
+	var bad *neturl.Error
+	if errors.As(err, &bad) {
+		// It quotes the URL, password and all: say what is wrong without it.
+		return nil, fmt.Errorf("connect to NATS: the server URL does not parse (CPCANCEL_NATS_URL or NATS_URL): %v", bad.Err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %s: %w", connectHint(err), err)
 	}

@@ -714,3 +714,11 @@ func TestAsyncErrorsLoggedAtMostOnceASecond(t *testing.T) {
 		t.Fatalf("a second later the log holds %d lines, want 2, the second counting the 49 not logged:\n%s", len(got), out)
 	}
 }
+
+// A NATS URL that does not parse is reported without the URL: it may hold a password.
+func TestConnectNeverEchoesTheURL(t *testing.T) {
+	_, err := broker.Connect("nats://cpcancel:p%zzs3cret@127.0.0.1:1", "test", slog.New(slog.DiscardHandler))
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "does not parse") {
+		t.Errorf("error %v, want one that says the URL does not parse, without the password", err)
+	}
+}
