@@ -471,6 +471,24 @@ func TestBind(t *testing.T) {
 		{"follow stream missing", deleteStream(topo.FollowStream), []string{
 			"stream CPCANCEL_FOLLOW (CPCANCEL_FOLLOW_STREAM) does not exist: create it or set CPCANCEL_PROVISION=true",
 		}},
+		{"request stream in memory", recreateStream(topo.RequestStream, topo.Consumer, func(c *jetstream.StreamConfig) { c.Storage = jetstream.MemoryStorage }), []string{
+			"stream CPCANCEL_REQUESTS (CPCANCEL_REQUEST_STREAM) has Memory storage, want File: a restart of nats-server would lose what it holds",
+		}},
+		{"bucket in memory", func(t *testing.T, e env) {
+			c := bucketStatus(t, e.js, topo.Bucket).Config()
+			c.Storage = jetstream.MemoryStorage
+			if err := e.js.DeleteKeyValue(e.ctx, topo.Bucket); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.js.CreateKeyValue(e.ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{
+			"bucket CPCANCEL_IDEMPOTENCY (CPCANCEL_IDEMPOTENCY_BUCKET) has Memory storage, want File: a restart of nats-server would lose every request's state, and requests would be sent to the API again",
+		}},
+		{"request stream keeping one message per subject", updateStream(topo.RequestStream, func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 1 }), []string{
+			"stream CPCANCEL_REQUESTS (CPCANCEL_REQUEST_STREAM) keeps 1 messages per subject and drops older ones: it would drop messages unhandled",
+		}},
 		{"request stream not a work queue", recreateStream(topo.RequestStream, topo.Consumer, func(c *jetstream.StreamConfig) { c.Retention = jetstream.LimitsPolicy }), []string{
 			"stream CPCANCEL_REQUESTS (CPCANCEL_REQUEST_STREAM) has retention Limits, want WorkQueue: a message must leave the stream once handled",
 		}},

@@ -439,6 +439,12 @@ func checkStream(t Topology, s streamSpec, have jetstream.StreamConfig, problem 
 	if want.Discard == jetstream.DiscardNew && have.Discard != jetstream.DiscardNew {
 		problem("stream %s (%s) has %s, want DiscardNew: when full it would drop its oldest messages unhandled instead of refusing new ones", name, s.nameVar, have.Discard)
 	}
+	if have.Storage != jetstream.FileStorage {
+		problem("stream %s (%s) has %s storage, want File: a restart of nats-server would lose what it holds", name, s.nameVar, have.Storage)
+	}
+	if want.Retention == jetstream.WorkQueuePolicy && have.MaxMsgsPerSubject > 0 && !have.DiscardNewPerSubject {
+		problem("stream %s (%s) keeps %d messages per subject and drops older ones: it would drop messages unhandled", name, s.nameVar, have.MaxMsgsPerSubject)
+	}
 	switch name {
 	case t.RequestStream:
 		if have.MaxAge <= 0 || have.MaxAge > t.BucketTTL {
@@ -490,6 +496,9 @@ func checkBucket(t Topology, have jetstream.KeyValueConfig, problem func(string,
 	if have.TTL <= 0 || have.TTL < t.BucketTTL {
 		problem("bucket %s (CPCANCEL_IDEMPOTENCY_BUCKET) keeps entries for %s, want a TTL of at least CPCANCEL_IDEMPOTENCY_TTL %s (and not for ever): a request's state must outlive the request in its stream, and must expire, or the bucket fills up",
 			t.Bucket, maxAge(have.TTL), t.BucketTTL)
+	}
+	if have.Storage != jetstream.FileStorage {
+		problem("bucket %s (CPCANCEL_IDEMPOTENCY_BUCKET) has %s storage, want File: a restart of nats-server would lose every request's state, and requests would be sent to the API again", t.Bucket, have.Storage)
 	}
 	if have.MaxBytes <= 0 {
 		problem("bucket %s (CPCANCEL_IDEMPOTENCY_BUCKET) has no MaxBytes: a full disk would stop the pipeline (cpcancel provisions CPCANCEL_IDEMPOTENCY_MAX_BYTES = %d)", t.Bucket, t.BucketMaxBytes)
