@@ -282,9 +282,9 @@ type replayer struct {
 	replayed, duplicate, skipped int
 }
 
-// replay publishes dl again and waits for the acknowledgement, then removes it. Interrupted
-// between the two, the dead letter stays; replaying it again publishes the same message id, which
-// the request stream drops inside its duplicate window, and then removes it.
+// replay publishes dl again and waits for the acknowledgement, then removes it, even when
+// interrupted meanwhile (within its own bound): a dead letter left behind would be replayed a
+// second time by a later run once the request stream's duplicate window (2 minutes) is over.
 func (rp *replayer) replay(ctx context.Context, dl results.DeadLetter) error {
 	if from := dl.Header.Get(cancelevent.HeaderStream); from != "" && from != rp.requestStream {
 		fmt.Fprintf(rp.out, "seq %d: came from stream %s, not the request stream %s: not replayed\n", dl.Seq, from, rp.requestStream)
@@ -306,8 +306,11 @@ func (rp *replayer) replay(ctx context.Context, dl results.DeadLetter) error {
 	if err != nil {
 		return err
 	}
-	if err := rp.dls.Remove(pctx, dl.Seq); err != nil {
-		return fmt.Errorf("%w (its replay is stored at %s seq %d; replaying it again removes it)", err, ack.Stream, ack.Sequence)
+	rctx, cancelRemove := context.WithTimeout(context.WithoutCancel(ctx), config.PublishTimeout)
+	defer cancelRemove()
+	if err := rp.dls.Remove(rctx, dl.Seq); err != nil {
+		return fmt.Errorf("%w (its replay is stored at %s seq %d: remove it with `nats stream rmm %s %d`, as replaying it again "+
+			"after the request stream's duplicate window would store it a second time)", err, ack.Stream, ack.Sequence, rp.dls.Name(), dl.Seq)
 	}
 	if ack.Duplicate {
 		rp.duplicate++
