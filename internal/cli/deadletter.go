@@ -94,7 +94,7 @@ func runDeadLetterList(ctx context.Context, args []string, stdout, stderr io.Wri
 	defer done()
 	fmt.Fprintf(stdout, "%-20s  %8s  %7s  %s\n", "TIME", "SEQ", "BYTES", "REASON")
 	r, err := dls.Scan(ctx, *limit, func(dl results.DeadLetter) bool {
-		fmt.Fprintf(stdout, "%-20s  %8d  %7d  %s\n", dl.Time.UTC().Format(time.RFC3339), dl.Seq, dl.Size(), dl.Reason())
+		fmt.Fprintf(stdout, "%-20s  %8d  %7d  %s\n", dl.Time.UTC().Format(time.RFC3339), dl.Seq, dl.Size(), terminalSafe(dl.Reason()))
 		return true
 	})
 	if err != nil {
@@ -132,7 +132,7 @@ func runDeadLetterShow(ctx context.Context, args []string, stdout, stderr io.Wri
 	fmt.Fprintf(stdout, "seq %d, stored %s, %d bytes\n\nHeaders:\n", dl.Seq, dl.Time.UTC().Format(time.RFC3339Nano), dl.Size())
 	for _, k := range slices.Sorted(maps.Keys(dl.Header)) {
 		for _, v := range dl.Header[k] {
-			fmt.Fprintf(stdout, "  %s: %s\n", k, v)
+			fmt.Fprintf(stdout, "  %s: %s\n", terminalSafe(k), terminalSafe(v))
 		}
 	}
 	printBody(stdout, dl.Data, *maxBody)
@@ -162,12 +162,28 @@ func printable(b []byte) bool {
 		if r == utf8.RuneError && n <= 1 {
 			return len(b) < utf8.UTFMax && !utf8.FullRune(b)
 		}
-		if r < ' ' && r != '\n' && r != '\r' && r != '\t' || r == 0x7f {
+		if r < ' ' && r != '\n' && r != '\r' && r != '\t' || control(r) {
 			return false
 		}
 		b = b[n:]
 	}
 	return true
+}
+
+// control reports whether r is DEL or a C1 control (U+0080-U+009F, e.g. CSI), which a terminal
+// may act on.
+func control(r rune) bool { return r == 0x7f || r >= 0x80 && r <= 0x9f }
+
+// terminalSafe replaces with ? what a terminal would act on (control characters: escape
+// sequences that move the cursor, rewrite lines or set the title) in text that came from a
+// message: dead letters hold whatever anyone published.
+func terminalSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' && r != '\t' || control(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func parseSeq(s string) (uint64, error) {
@@ -293,7 +309,7 @@ func (rp *replayer) replay(ctx context.Context, dl results.DeadLetter) error {
 	}
 	id := results.ReplayID(rp.dls.Name(), dl.Seq)
 	if rp.dryRun {
-		fmt.Fprintf(rp.out, "seq %d: would replay %d bytes to %s as %s (%s)\n", dl.Seq, dl.Size(), rp.subject, id, dl.Reason())
+		fmt.Fprintf(rp.out, "seq %d: would replay %d bytes to %s as %s (%s)\n", dl.Seq, dl.Size(), rp.subject, id, terminalSafe(dl.Reason()))
 		rp.replayed++
 		return nil
 	}

@@ -557,3 +557,18 @@ func TestCommandsConnectWhereTheServiceDoes(t *testing.T) {
 		t.Fatalf("%d requests stored, want the one published", n)
 	}
 }
+
+// What a dead letter holds is anyone's: printed, it must not drive the operator's terminal.
+func TestDeadLetterTextIsTerminalSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain": "plain", "tab\tkept": "tab\tkept", "é ok": "é ok",
+		"clear\x1b[2J": "clear?[2J", "csi\u009b31m": "csi?31m", "bell\a": "bell?", "del\x7f": "del?",
+	} {
+		if got := terminalSafe(in); got != want {
+			t.Errorf("terminalSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if printable([]byte("body \u009b31m")) {
+		t.Error("a body with a C1 control is printed as text, want a hex dump")
+	}
+}
