@@ -286,7 +286,7 @@ func printStatus(w io.Writer, r statusReport, now time.Time) {
 	}
 	fmt.Fprintf(w, "dead letters %d (looked at %s)\n", len(r.DeadLetters), where)
 	for _, d := range r.DeadLetters {
-		fmt.Fprintf(w, "             seq %d at %s: %s\n", d.Seq, d.Time.UTC().Format(time.RFC3339), d.Reason)
+		fmt.Fprintf(w, "             seq %d at %s: %s\n", d.Seq, d.Time.UTC().Format(time.RFC3339), terminalSafe(d.Reason))
 	}
 }
 
