@@ -23,13 +23,16 @@ import (
 )
 
 const (
-	maxBodyBytes     = 64 << 10 // response bytes read, and at most as many more drained
-	maxMessageBytes  = 512
-	maxCodeBytes     = 64
-	maxHeaderBytes   = 256 // correlation ids
-	maxLocationBytes = 2048
-	maxRetryAfter    = time.Hour
+	maxBodyBytes    = 64 << 10 // response bytes read, and at most as many more drained
+	maxMessageBytes = 512
+	maxCodeBytes    = 64
+	maxHeaderBytes  = 256 // correlation ids
+	maxRetryAfter   = time.Hour
 )
+
+// MaxLocationBytes bounds an operation location the client takes from an answer; a longer one is
+// not followed.
+const MaxLocationBytes = 2048
 
 // Config configures a Client.
 type Config struct {
@@ -501,7 +504,7 @@ func containsAny(s string, secrets []string) bool {
 // path stays byte for byte what the API sent (`$` is not re-escaped).
 func (c *Client) resolve(raw string) (string, bool) {
 	raw = strings.TrimSpace(raw)
-	if raw == "" || len(raw) > maxLocationBytes {
+	if raw == "" || len(raw) > MaxLocationBytes {
 		return "", false
 	}
 	for i := 0; i < len(raw); i++ {

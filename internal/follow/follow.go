@@ -45,9 +45,9 @@ const (
 	// maxKey is the longest request key a task may carry; state.Key makes 32 hex digits.
 	maxKey = 64
 	// maxLocation is the longest location a task carries: the client takes a Location of up to
-	// 2048 bytes (maxLocationBytes in internal/cloudpartner) and makes a relative one absolute
-	// by prefixing CPCANCEL_CLOUDPARTNER_BASE_URL, at most config.MaxBaseURLBytes.
-	maxLocation = 2048 + config.MaxBaseURLBytes
+	// cloudpartner.MaxLocationBytes and makes a relative one absolute by prefixing
+	// CPCANCEL_CLOUDPARTNER_BASE_URL, at most config.MaxBaseURLBytes.
+	maxLocation = cloudpartner.MaxLocationBytes + config.MaxBaseURLBytes
 	// maxEscaped is the most bytes JSON writes for one byte of a location: \ufffd for a byte
 	// that is not UTF-8 (and \u0026 for &, were it escaped: encodeTask writes it as it is).
 	maxEscaped = len(`\ufffd`)

@@ -333,8 +333,8 @@ func TestRetryAfterBoundedByClient(t *testing.T) {
 }
 
 // TestScheduleLongestLocation is the regression of "a valid Location rejected forever": the task
-// of any Location the client accepts (2048 bytes of characters that JSON escapes, after the base
-// URL) is scheduled and decided; one byte more the client refuses, so the bound is the client's.
+// of any Location the client accepts (MaxLocationBytes of characters that JSON escapes, after the
+// base URL) is scheduled and decided; one byte more the client refuses.
 func TestScheduleLongestLocation(t *testing.T) {
 	var raw string // the Location the API answers with
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -358,9 +358,9 @@ func TestScheduleLongestLocation(t *testing.T) {
 	}
 
 	for i, fill := range []string{"a=1&", "<>", `"\`, "\xff", "\u2028"} {
-		loc := cancel(sized("/api/operations/x?", fill, 2048))
+		loc := cancel(sized("/api/operations/x?", fill, cloudpartner.MaxLocationBytes))
 		if loc == "" {
-			t.Fatalf("%q: the client refused a Location of 2048 bytes", fill)
+			t.Fatalf("%q: the client refused a Location of %d bytes", fill, cloudpartner.MaxLocationBytes)
 		}
 		key := e.following(t, fmt.Sprintf("long-%d", i), loc, time.Now().Add(-time.Second), time.Now().Add(time.Hour))
 		if err := e.f.Schedule(ctx, key, loc); err != nil {
@@ -371,8 +371,8 @@ func TestScheduleLongestLocation(t *testing.T) {
 			t.Errorf("%q: decision %v %q, want Nak until the next poll", fill, d.Kind, d.Reason)
 		}
 	}
-	if loc := cancel(sized("/api/operations/x?", "a", 2049)); loc != "" {
-		t.Errorf("the client took a Location of 2049 bytes: maxLocation no longer bounds what it accepts")
+	if loc := cancel(sized("/api/operations/x?", "a", cloudpartner.MaxLocationBytes+1)); loc != "" {
+		t.Errorf("the client took a Location over cloudpartner.MaxLocationBytes: maxLocation no longer bounds what it accepts")
 	}
 }
 

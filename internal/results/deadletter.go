@@ -89,16 +89,8 @@ func fit(hdr nats.Header, data []byte, maxPayload int) (nats.Header, []byte) {
 	return hdr, data
 }
 
-// headerBytes is about what hdr takes in a NATS message: "Key: value\r\n" a value.
-func headerBytes(hdr nats.Header) int {
-	n := len("NATS/1.0\r\n\r\n")
-	for k, vs := range hdr {
-		for _, v := range vs {
-			n += len(k) + len(v) + 4
-		}
-	}
-	return n
-}
+// headerBytes is what hdr takes in a NATS message, as nats.go encodes it.
+func headerBytes(hdr nats.Header) int { return (&nats.Msg{Header: hdr}).Size() }
 
 // boundReason keeps a reason short, on one line and valid UTF-8, fit for a header.
 func boundReason(s string) string {
