@@ -231,7 +231,7 @@ func (h *Handler) work(ctx context.Context, d *delivery, lease *state.Lease) wor
 		})
 		var final *event.Event
 		if h.cfg.Follow != nil && outcome == cancelevent.Cancelling && accepted.Location == "" {
-			final = h.unfollowable(req, attempts+1)
+			final = h.unfollowable(ctx, req, attempts+1)
 		}
 		return h.settle(ctx, d, lease, attempts+1, accepted.Location, final, result)
 	}
@@ -299,7 +299,7 @@ func (h *Handler) giveBack(ctx context.Context, d *delivery, lease *state.Lease,
 // unfollowable is the final result of a request accepted (202) without a location that can be
 // followed (none, relative to a path, too long, or holding the token): as for a location on another
 // origin, following ends at once, so that the request still gets the final result it waits for.
-func (h *Handler) unfollowable(req cancelevent.Request, attempts int) *event.Event {
+func (h *Handler) unfollowable(ctx context.Context, req cancelevent.Request, attempts int) *event.Event {
 	ev, err := cancelevent.NewFinalResult(h.cfg.Source, req, cancelevent.Failed, cancelevent.ResultData{
 		StatusCode: http.StatusAccepted, Attempts: attempts, Error: &cancelevent.ErrorData{Code: cancelevent.CodeLocationNotFollowed,
 			Message: "the API accepted the cancellation without an operation location that can be followed; it was not polled"},
@@ -307,7 +307,7 @@ func (h *Handler) unfollowable(req cancelevent.Request, attempts int) *event.Eve
 	if err != nil {
 		panic(fmt.Sprintf("build final result: %v", err)) // as in result: ResultData always encodes
 	}
-	h.log.Info("request accepted without a location to follow", "request_id", req.ID, "request_source", req.Source, "result_id", ev.ID())
+	h.log.InfoContext(ctx, "request accepted without a location to follow", "request_id", req.ID, "request_source", req.Source, "result_id", ev.ID())
 	return ev
 }
 
